@@ -1,0 +1,179 @@
+//! What the user typed: the clap derive definitions, grouped by help
+//! headings. Nothing here decides anything; `config` resolves it.
+
+use clap::{Args, Parser, Subcommand};
+
+const CONVERT_EXAMPLES: &str = "\
+Examples:
+  # Firehose output (concatenated JSON, no extensions) to one CSV and schema
+  personalize-prep convert raw/useritem/ -o out/
+
+  # The AWS sample's column order, with explicit source names
+  personalize-prep convert raw/ --map USER_ID=user.id --map ITEM_ID=sku \\
+      --columns ITEM_ID,USER_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP -o interactions.csv
+
+  # Items with metadata: a categorical list, a price, a description
+  personalize-prep convert items.ndjson.gz --dataset items --map ITEM_ID=id \\
+      --map GENRES=genres --map PRICE=price --type PRICE=float \\
+      --map DESCRIPTION=text --textual DESCRIPTION -o items/
+";
+
+const SCHEMA_EXAMPLES: &str = "\
+Examples:
+  # The schema for interactions with an EVENT_TYPE column
+  personalize-prep schema --dataset interactions --columns USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE
+
+  # Users with two metadata fields, written to a file
+  personalize-prep schema --dataset users --map AGE=age --type AGE=int \\
+      --map TIER=plan.tier -o users.avsc
+";
+
+/// Turn raw event, user and item data into the CSV files and Avro schema
+/// that Amazon Personalize imports.
+#[derive(Debug, Parser)]
+#[command(name = "personalize-prep", version, propagate_version = true)]
+#[command(about = "Turn raw event, user and item data into Amazon Personalize CSV + Avro schema")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Print debug messages on stderr (never secrets).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// Print nothing on stderr but errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert JSON sources into one Personalize CSV plus its Avro schema.
+    #[command(after_long_help = CONVERT_EXAMPLES)]
+    Convert(Box<ConvertArgs>),
+    /// Print the Avro schema for a dataset and mapping, reading no data.
+    #[command(after_long_help = SCHEMA_EXAMPLES)]
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Files or folders to convert; folders are read recursively in key
+    /// order. Hidden files, _SUCCESS, _temporary/, *.crc and empty files are
+    /// skipped.
+    #[arg(value_name = "SOURCE", required = true, help_heading = "Input")]
+    pub sources: Vec<String>,
+
+    /// Only convert objects whose key under SOURCE matches GLOB
+    /// (repeatable; `*` also matches `/`).
+    #[arg(long, value_name = "GLOB", help_heading = "Input")]
+    pub include: Vec<String>,
+
+    /// Skip objects whose key under SOURCE matches GLOB (repeatable).
+    #[arg(long, value_name = "GLOB", help_heading = "Input")]
+    pub exclude: Vec<String>,
+
+    /// Read every object as this format instead of detecting it.
+    #[arg(long, value_name = "FORMAT", value_parser = ["json", "parquet", "csv"], help_heading = "Input")]
+    pub format: Option<String>,
+
+    /// Read every object with this compression instead of detecting it.
+    #[arg(long, value_name = "C", value_parser = ["none", "gzip", "zstd"], help_heading = "Input")]
+    pub compression: Option<String>,
+
+    /// Unit of numeric timestamps (default: by magnitude, per value); `iso`
+    /// accepts ISO 8601 strings only.
+    #[arg(long, value_name = "UNIT", value_parser = ["s", "ms", "us", "ns", "iso"], help_heading = "Input")]
+    pub timestamp_unit: Option<String>,
+
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+
+    /// Where the CSV goes: a FILE.csv (schema beside it as FILE.avsc), a
+    /// folder (gets <dataset>.csv and <dataset>.avsc), or - for stdout.
+    #[arg(
+        short,
+        long,
+        value_name = "DEST",
+        help_heading = "Output",
+        required_unless_present = "dry_run"
+    )]
+    pub output: Option<String>,
+
+    /// Write the Avro schema here instead of beside the CSV.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub schema_out: Option<String>,
+
+    /// Quote escaping: personalize (backslash, as Personalize documents) or
+    /// rfc4180 (doubled quotes, for other consumers).
+    #[arg(long, value_name = "DIALECT", default_value = "personalize", value_parser = ["personalize", "rfc4180"], help_heading = "Output")]
+    pub csv_dialect: String,
+
+    /// Decoding threads (default: every core).
+    #[arg(long, value_name = "N", help_heading = "Run")]
+    pub threads: Option<usize>,
+
+    /// List the objects and the resolved mapping; write nothing.
+    #[arg(long, help_heading = "Run")]
+    pub dry_run: bool,
+
+    /// Progress bar on stderr: auto shows it when stderr is a terminal.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"], help_heading = "Run")]
+    pub progress: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+
+    /// Write the schema to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub output: Option<String>,
+}
+
+/// Which source values fill which Personalize fields.
+#[derive(Debug, Args)]
+pub struct MappingArgs {
+    /// The Personalize dataset type: interactions, users, items, actions or
+    /// action-interactions.
+    #[arg(short, long, value_name = "DATASET", default_value = "interactions", value_parser = ["interactions", "users", "items", "actions", "action-interactions"], help_heading = "Mapping")]
+    pub dataset: String,
+
+    /// Fill FIELD from the source PATH (repeatable); PATH is a key or a
+    /// dotted path into nested objects. A FIELD that is not reserved becomes
+    /// a metadata field. Unmapped reserved fields are matched by name.
+    #[arg(
+        short,
+        long = "map",
+        value_name = "FIELD=PATH",
+        help_heading = "Mapping"
+    )]
+    pub maps: Vec<String>,
+
+    /// The output columns, in this order (comma-separated).
+    #[arg(
+        long,
+        value_name = "A,B,C",
+        value_delimiter = ',',
+        help_heading = "Mapping"
+    )]
+    pub columns: Option<Vec<String>>,
+
+    /// Mark a mapped items field as textual (free text; items only).
+    #[arg(long, value_name = "NAME", help_heading = "Mapping")]
+    pub textual: Vec<String>,
+
+    /// Mark a mapped string field as categorical (the default for strings).
+    #[arg(long, value_name = "NAME", help_heading = "Mapping")]
+    pub categorical: Vec<String>,
+
+    /// Keep a mapped string field plain (Personalize will not train on it).
+    #[arg(long, value_name = "NAME", help_heading = "Mapping")]
+    pub not_categorical: Vec<String>,
+
+    /// Fix a metadata field's type: int, long, float, double or string
+    /// (default: inferred over all records).
+    #[arg(long = "type", value_name = "NAME=TYPE", help_heading = "Mapping")]
+    pub types: Vec<String>,
+}

@@ -1,0 +1,152 @@
+//! What the user typed, resolved: defaults filled in, contradictions
+//! rejected as usage errors before any data is read. Nothing below this
+//! module sees clap.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use crate::cli::{ConvertArgs, MappingArgs, SchemaArgs};
+use crate::decode::{Compression, Format};
+use crate::error::{Error, Result};
+use crate::mapping::{MappingSpec, TimeUnit};
+use crate::schema::{AvroType, Dataset};
+use crate::sink::csv::Dialect;
+use crate::source::KeyFilter;
+
+/// Where the CSV of a run goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CsvDest {
+    Stdout,
+    File(PathBuf),
+}
+
+/// A resolved `convert`.
+#[derive(Debug, Clone)]
+pub struct ConvertConfig {
+    pub sources: Vec<String>,
+    pub filter: KeyFilter,
+    pub format: Option<Format>,
+    pub compression: Option<Compression>,
+    pub mapping: MappingSpec,
+    /// `None` only with `--dry-run`.
+    pub csv: Option<CsvDest>,
+    pub schema_out: Option<PathBuf>,
+    pub dialect: Dialect,
+    pub threads: usize,
+    pub dry_run: bool,
+    pub progress: bool,
+    pub quiet: bool,
+}
+
+/// A resolved `schema`.
+#[derive(Debug, Clone)]
+pub struct SchemaConfig {
+    pub mapping: MappingSpec,
+    pub output: Option<PathBuf>,
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(value: &str) -> Result<T> {
+    value.parse().map_err(Error::Usage)
+}
+
+fn mapping_spec(args: &MappingArgs) -> Result<MappingSpec> {
+    let mut spec = MappingSpec::new(parse::<Dataset>(&args.dataset)?);
+    for m in &args.maps {
+        let (field, path) = m.split_once('=').ok_or_else(|| {
+            Error::usage(format!(
+                "--map {m}: expected FIELD=PATH, e.g. --map USER_ID=user.id"
+            ))
+        })?;
+        spec.maps.push((field.to_string(), path.to_string()));
+    }
+    for t in &args.types {
+        let (name, ty) = t.split_once('=').ok_or_else(|| {
+            Error::usage(format!(
+                "--type {t}: expected NAME=TYPE, e.g. --type PRICE=float"
+            ))
+        })?;
+        let ty = parse::<AvroType>(ty).map_err(|e| Error::usage(format!("--type {t}: {e}")))?;
+        spec.types.push((name.to_string(), ty));
+    }
+    spec.columns = args.columns.clone();
+    spec.textual = args.textual.clone();
+    spec.categorical = args.categorical.clone();
+    spec.not_categorical = args.not_categorical.clone();
+    Ok(spec)
+}
+
+impl ConvertConfig {
+    pub fn from_args(args: &ConvertArgs, quiet: bool) -> Result<Self> {
+        let mut mapping = mapping_spec(&args.mapping)?;
+        mapping.timestamp_unit = args
+            .timestamp_unit
+            .as_deref()
+            .map(parse::<TimeUnit>)
+            .transpose()?;
+        mapping.check()?;
+        let dataset = mapping.dataset;
+        let csv = args.output.as_deref().map(|o| {
+            if o == "-" {
+                CsvDest::Stdout
+            } else if o.to_ascii_lowercase().ends_with(".csv") {
+                CsvDest::File(PathBuf::from(o))
+            } else {
+                CsvDest::File(PathBuf::from(o).join(format!("{dataset}.csv")))
+            }
+        });
+        let schema_out = match (&args.schema_out, &csv) {
+            (Some(s), _) if s == "-" => {
+                return Err(Error::usage(
+                    "--schema-out -: the schema is written to a file; use the schema command to print it",
+                ));
+            }
+            (Some(s), _) => Some(PathBuf::from(s)),
+            (None, Some(CsvDest::File(path))) => Some(path.with_extension("avsc")),
+            (None, _) => None,
+        };
+        if let (Some(CsvDest::File(csv)), Some(schema)) = (&csv, &schema_out)
+            && csv == schema
+        {
+            return Err(Error::usage(format!(
+                "--schema-out {}: the same path as the CSV",
+                schema.display()
+            )));
+        }
+        let threads = match args.threads {
+            Some(0) => return Err(Error::usage("--threads must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let progress = !quiet
+            && match args.progress.as_str() {
+                "always" => true,
+                "never" => false,
+                _ => std::io::stderr().is_terminal(),
+            };
+        Ok(ConvertConfig {
+            sources: args.sources.clone(),
+            filter: KeyFilter::new(&args.include, &args.exclude)?,
+            format: args.format.as_deref().map(parse).transpose()?,
+            compression: args.compression.as_deref().map(parse).transpose()?,
+            mapping,
+            csv,
+            schema_out,
+            dialect: parse(&args.csv_dialect)?,
+            threads,
+            dry_run: args.dry_run,
+            progress,
+            quiet,
+        })
+    }
+}
+
+impl SchemaConfig {
+    pub fn from_args(args: &SchemaArgs) -> Result<Self> {
+        let mapping = mapping_spec(&args.mapping)?;
+        mapping.check()?;
+        Ok(SchemaConfig {
+            mapping,
+            output: args.output.as_ref().map(PathBuf::from),
+        })
+    }
+}

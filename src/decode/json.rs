@@ -1,0 +1,961 @@
+//! The JSON family in one reader: objects back to back with or without
+//! whitespace between them (`}{`), NDJSON, a top-level array of objects, or a
+//! mix of these.
+//!
+//! Two passes share one set of lexical rules. `Splitter` only tracks strings
+//! and nesting depth, so the reader can cut a stream into chunks at record
+//! boundaries cheaply and hand them to parallel decoders. `Scanner` validates
+//! every byte of a record but builds nothing for fields nobody asked for: it
+//! records the byte span of each selected path (a `Selector`) and skips the
+//! rest. Mapping turns those spans into CSV text later.
+
+use std::fmt;
+
+/// The top-level state at a chunk boundary: between records, or inside a
+/// top-level array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Top {
+    Between,
+    /// Just after the `[` of a top-level array: an element or `]` comes next.
+    ArrayStart,
+    /// After an element of a top-level array: `,` or `]` comes next.
+    ArrayAfterElement,
+}
+
+/// What kind of JSON value a span holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The span is the content between the quotes.
+    Str {
+        escaped: bool,
+    },
+    Num {
+        integer: bool,
+    },
+    True,
+    False,
+    Null,
+    Array,
+    Object,
+}
+
+/// One value inside the scanned buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Value {
+    pub start: usize,
+    pub end: usize,
+    pub kind: Kind,
+}
+
+impl Value {
+    pub fn bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start..self.end]
+    }
+}
+
+/// The value captured for one selected path in the current record, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Capture {
+    pub value: Option<Value>,
+    priority: u8,
+}
+
+/// Malformed JSON: where it was found and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyntaxError {
+    /// Start of the record (or of the stray bytes) in the buffer.
+    pub record_start: usize,
+    /// Where the problem was found in the buffer.
+    pub pos: usize,
+    /// The top-level key whose value was being read, if any.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The source paths to capture, as a trie over keys. Node 0 is the record.
+#[derive(Debug)]
+pub(crate) struct Selector {
+    nodes: Vec<Vec<Entry>>,
+    slots: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: Box<[u8]>,
+    /// (slot, priority): an exact top-level key beats a dotted path.
+    slots: Vec<(usize, u8)>,
+    child: Option<usize>,
+}
+
+impl Default for Selector {
+    /// Captures nothing: scanning then only validates.
+    fn default() -> Self {
+        Selector::new::<&str>(&[])
+    }
+}
+
+const EXACT: u8 = 2;
+const WALKED: u8 = 1;
+
+impl Selector {
+    /// A selector for `paths`; the i-th path fills capture slot i. A path is
+    /// an exact top-level key, or failing that a dotted walk into objects.
+    pub fn new<S: AsRef<str>>(paths: &[S]) -> Self {
+        let mut sel = Selector {
+            nodes: vec![Vec::new()],
+            slots: paths.len(),
+        };
+        for (slot, path) in paths.iter().enumerate() {
+            let path = path.as_ref();
+            let root = sel.entry(0, path.as_bytes());
+            sel.nodes[0][root].slots.push((slot, EXACT));
+            let segments: Vec<&str> = path.split('.').collect();
+            if segments.len() > 1 && segments.iter().all(|s| !s.is_empty()) {
+                let mut node = 0;
+                for (i, seg) in segments.iter().enumerate() {
+                    let e = sel.entry(node, seg.as_bytes());
+                    if i + 1 == segments.len() {
+                        sel.nodes[node][e].slots.push((slot, WALKED));
+                    } else {
+                        node = match sel.nodes[node][e].child {
+                            Some(child) => child,
+                            None => {
+                                sel.nodes.push(Vec::new());
+                                let child = sel.nodes.len() - 1;
+                                sel.nodes[node][e].child = Some(child);
+                                child
+                            }
+                        };
+                    }
+                }
+            }
+        }
+        sel
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    fn entry(&mut self, node: usize, key: &[u8]) -> usize {
+        if let Some(i) = self.nodes[node].iter().position(|e| &*e.key == key) {
+            return i;
+        }
+        self.nodes[node].push(Entry {
+            key: key.into(),
+            slots: Vec::new(),
+            child: None,
+        });
+        self.nodes[node].len() - 1
+    }
+
+    fn find(&self, node: usize, key: &[u8]) -> Option<&Entry> {
+        self.nodes[node].iter().find(|e| &*e.key == key)
+    }
+}
+
+// Byte classes inside strings: 0 plain, 1 quote, 2 backslash, 3 control, 4 non-ASCII.
+const STRING_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 0x20 {
+            3
+        } else if i == b'"' as usize {
+            1
+        } else if i == b'\\' as usize {
+            2
+        } else if i >= 0x80 {
+            4
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Reads records out of one buffer that starts at a record boundary.
+pub(crate) struct Scanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    top: Top,
+    record_start: usize,
+    key: Option<(usize, usize)>,
+    stack: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+type Res<T> = Result<T, SyntaxError>;
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn describe(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("'{}'", b as char)
+    } else {
+        format!("byte 0x{b:02x}")
+    }
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(buf: &'a [u8], top: Top) -> Self {
+        Scanner {
+            buf,
+            pos: 0,
+            top,
+            record_start: 0,
+            key: None,
+            stack: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The top-level state where scanning stopped.
+    pub fn top(&self) -> Top {
+        self.top
+    }
+
+    /// Where scanning stopped.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The next record: fills `caps` (one per selector slot) and returns the
+    /// record's span, or `None` at the end of the buffer.
+    pub fn next_record(
+        &mut self,
+        sel: &Selector,
+        caps: &mut [Capture],
+    ) -> Res<Option<(usize, usize)>> {
+        loop {
+            self.skip_ws();
+            self.key = None;
+            self.record_start = self.pos;
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Ok(None);
+            };
+            match (self.top, b) {
+                (Top::Between, b'[') => {
+                    self.pos += 1;
+                    self.top = Top::ArrayStart;
+                }
+                (Top::ArrayStart | Top::ArrayAfterElement, b']') => {
+                    self.pos += 1;
+                    self.top = Top::Between;
+                }
+                (Top::ArrayAfterElement, b',') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                    self.record_start = self.pos;
+                    match self.buf.get(self.pos) {
+                        Some(b'{') => return self.record(sel, caps).map(Some),
+                        Some(&b) => return Err(self.not_an_object(b)),
+                        None => return Err(self.eof("inside the top-level array")),
+                    }
+                }
+                (Top::Between | Top::ArrayStart, b'{') => return self.record(sel, caps).map(Some),
+                (Top::ArrayAfterElement, b'{') => {
+                    return Err(self.err("expected ',' or ']' between array elements"));
+                }
+                (_, b) => return Err(self.not_an_object(b)),
+            }
+        }
+    }
+
+    fn record(&mut self, sel: &Selector, caps: &mut [Capture]) -> Res<(usize, usize)> {
+        for c in caps.iter_mut() {
+            *c = Capture::default();
+        }
+        let start = self.pos;
+        self.object(Some(0), sel, caps, true)?;
+        if self.top != Top::Between {
+            self.top = Top::ArrayAfterElement;
+        }
+        self.key = None;
+        Ok((start, self.pos))
+    }
+
+    fn not_an_object(&self, b: u8) -> SyntaxError {
+        let what = match b {
+            b'"' => "a string".to_string(),
+            b'-' | b'0'..=b'9' => "a number".to_string(),
+            b't' | b'f' => "a boolean".to_string(),
+            b'n' => "null".to_string(),
+            b'[' => "an array".to_string(),
+            _ => describe(b),
+        };
+        self.err(&format!("expected a JSON object (a record), found {what}"))
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(&b) = self.buf.get(self.pos) {
+            if !is_ws(b) {
+                break;
+            }
+            self.pos += 1;
+        }
+    }
+
+    fn err(&self, message: &str) -> SyntaxError {
+        let key = self
+            .key
+            .map(|(s, e)| String::from_utf8_lossy(&self.buf[s..e]).into_owned());
+        SyntaxError {
+            record_start: self.record_start,
+            pos: self.pos,
+            key,
+            message: format!(
+                "invalid JSON at byte +{}: {message}",
+                self.pos - self.record_start
+            ),
+        }
+    }
+
+    fn eof(&self, where_: &str) -> SyntaxError {
+        let mut e = self.err("");
+        e.message = format!("truncated JSON: the input ends {where_}");
+        e
+    }
+
+    fn expect(&mut self, want: u8, what: &str) -> Res<()> {
+        self.skip_ws();
+        match self.buf.get(self.pos) {
+            Some(&b) if b == want => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(&b) => Err(self.err(&format!("expected {what}, found {}", describe(b)))),
+            None => Err(self.eof("inside a record")),
+        }
+    }
+
+    /// An object at `pos`; `node` selects which keys to capture.
+    fn object(
+        &mut self,
+        node: Option<usize>,
+        sel: &Selector,
+        caps: &mut [Capture],
+        top: bool,
+    ) -> Res<()> {
+        self.pos += 1; // '{'
+        self.skip_ws();
+        if self.buf.get(self.pos) == Some(&b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            match self.buf.get(self.pos) {
+                Some(b'"') => {}
+                Some(&b) => {
+                    return Err(self.err(&format!("expected a key string, found {}", describe(b))));
+                }
+                None => return Err(self.eof("inside a record")),
+            }
+            let (ks, ke, escaped) = self.string()?;
+            if top {
+                self.key = Some((ks, ke));
+            }
+            self.expect(b':', "':' after a key")?;
+            self.skip_ws();
+            let entry = match node {
+                Some(n) if escaped => {
+                    let mut scratch = std::mem::take(&mut self.scratch);
+                    scratch.clear();
+                    let ok = unescape_into(&self.buf[ks..ke], &mut scratch);
+                    let found = if ok { sel.find(n, &scratch) } else { None };
+                    self.scratch = scratch;
+                    found
+                }
+                Some(n) => sel.find(n, &self.buf[ks..ke]),
+                None => None,
+            };
+            match entry {
+                None => {
+                    self.value()?;
+                }
+                Some(entry) => {
+                    let start = self.pos;
+                    let value = match (entry.child, self.buf.get(self.pos)) {
+                        (Some(child), Some(b'{')) => {
+                            self.object(Some(child), sel, caps, false)?;
+                            Value {
+                                start,
+                                end: self.pos,
+                                kind: Kind::Object,
+                            }
+                        }
+                        _ => self.value()?,
+                    };
+                    for &(slot, priority) in &entry.slots {
+                        let cap = &mut caps[slot];
+                        if priority >= cap.priority {
+                            *cap = Capture {
+                                value: Some(value),
+                                priority,
+                            };
+                        }
+                    }
+                }
+            }
+            self.skip_ws();
+            match self.buf.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(&b) => {
+                    return Err(self.err(&format!(
+                        "expected ',' or '}}' after a value, found {}",
+                        describe(b)
+                    )));
+                }
+                None => return Err(self.eof("inside a record")),
+            }
+        }
+    }
+
+    /// Any value at `pos`, validated and skipped; its span and kind.
+    fn value(&mut self) -> Res<Value> {
+        let start = self.pos;
+        let Some(&b) = self.buf.get(self.pos) else {
+            return Err(self.eof("where a value should start"));
+        };
+        let kind = match b {
+            b'"' => {
+                let (s, e, escaped) = self.string()?;
+                return Ok(Value {
+                    start: s,
+                    end: e,
+                    kind: Kind::Str { escaped },
+                });
+            }
+            b'-' | b'0'..=b'9' => Kind::Num {
+                integer: self.number()?,
+            },
+            b't' => {
+                self.literal(b"true")?;
+                Kind::True
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                Kind::False
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                Kind::Null
+            }
+            b'{' => {
+                self.container()?;
+                Kind::Object
+            }
+            b'[' => {
+                self.container()?;
+                Kind::Array
+            }
+            b => return Err(self.err(&format!("expected a value, found {}", describe(b)))),
+        };
+        Ok(Value {
+            start,
+            end: self.pos,
+            kind,
+        })
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Res<()> {
+        let end = self.pos + word.len();
+        if self.buf.len() >= end && &self.buf[self.pos..end] == word {
+            self.pos = end;
+            Ok(())
+        } else if self.buf.len() < end && word.starts_with(&self.buf[self.pos..]) {
+            self.pos = self.buf.len();
+            Err(self.eof("inside a record"))
+        } else {
+            Err(self.err(
+                "expected a value (true, false, null, a number, a string, an object or an array)",
+            ))
+        }
+    }
+
+    /// A number; returns whether it is an integer (no fraction, no exponent).
+    fn number(&mut self) -> Res<bool> {
+        let buf = self.buf;
+        let digits = |pos: &mut usize| {
+            let s = *pos;
+            while buf.get(*pos).is_some_and(u8::is_ascii_digit) {
+                *pos += 1;
+            }
+            *pos - s
+        };
+        let mut pos = self.pos;
+        if buf[pos] == b'-' {
+            pos += 1;
+        }
+        match buf.get(pos) {
+            Some(b'0') => pos += 1,
+            Some(b'1'..=b'9') => {
+                digits(&mut pos);
+            }
+            _ => {
+                self.pos = pos;
+                return Err(self.err("invalid number: a digit must follow '-'"));
+            }
+        }
+        let mut integer = true;
+        if buf.get(pos) == Some(&b'.') {
+            pos += 1;
+            integer = false;
+            if digits(&mut pos) == 0 {
+                self.pos = pos;
+                return Err(self.err("invalid number: a digit must follow '.'"));
+            }
+        }
+        if matches!(buf.get(pos), Some(b'e' | b'E')) {
+            pos += 1;
+            integer = false;
+            if matches!(buf.get(pos), Some(b'+' | b'-')) {
+                pos += 1;
+            }
+            if digits(&mut pos) == 0 {
+                self.pos = pos;
+                return Err(self.err("invalid number: the exponent has no digits"));
+            }
+        }
+        self.pos = pos;
+        Ok(integer)
+    }
+
+    /// A string at `pos` (the opening quote): the content span and whether it
+    /// holds escapes. Checks escapes and UTF-8.
+    fn string(&mut self) -> Res<(usize, usize, bool)> {
+        self.pos += 1;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let rest = &self.buf[self.pos..];
+            let plain = rest
+                .iter()
+                .position(|&b| STRING_CLASS[b as usize] != 0)
+                .unwrap_or(rest.len());
+            self.pos += plain;
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(self.eof("inside a string"));
+            };
+            match STRING_CLASS[b as usize] {
+                1 => {
+                    let end = self.pos;
+                    self.pos += 1;
+                    return Ok((start, end, escaped));
+                }
+                2 => {
+                    escaped = true;
+                    match self.buf.get(self.pos + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.pos += 2
+                        }
+                        Some(b'u') => {
+                            let hex = self.buf.get(self.pos + 2..self.pos + 6);
+                            match hex {
+                                Some(h) if h.iter().all(u8::is_ascii_hexdigit) => self.pos += 6,
+                                Some(_) => return Err(self.err("invalid \\u escape in a string")),
+                                None => return Err(self.eof("inside a string")),
+                            }
+                        }
+                        Some(_) => return Err(self.err("invalid escape in a string")),
+                        None => return Err(self.eof("inside a string")),
+                    }
+                }
+                3 => {
+                    return Err(self.err(&format!(
+                        "control character U+{b:04X} in a string (JSON requires it escaped)"
+                    )));
+                }
+                _ => {
+                    let width = match b {
+                        0xC2..=0xDF => 2,
+                        0xE0..=0xEF => 3,
+                        0xF0..=0xF4 => 4,
+                        _ => 0,
+                    };
+                    let seq = self.buf.get(self.pos..self.pos + width);
+                    match seq {
+                        Some(seq) if width > 0 && std::str::from_utf8(seq).is_ok() => {
+                            self.pos += width
+                        }
+                        None if width > 0
+                            && std::str::from_utf8(&self.buf[self.pos..])
+                                .err()
+                                .is_some_and(|e| e.error_len().is_none()) =>
+                        {
+                            return Err(self.eof("inside a string"));
+                        }
+                        _ => return Err(self.err("invalid UTF-8 in a string")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// An object or array at `pos`, skipped without recursion so any nesting
+    /// depth is safe.
+    fn container(&mut self) -> Res<()> {
+        self.stack.clear();
+        'open: loop {
+            let open = self.buf[self.pos];
+            self.stack.push(open);
+            self.pos += 1;
+            self.skip_ws();
+            let close = if open == b'{' { b'}' } else { b']' };
+            if self.buf.get(self.pos) == Some(&close) {
+                self.pos += 1;
+                self.stack.pop();
+            } else if self.member()? {
+                continue 'open;
+            }
+            // After a value inside the innermost open container.
+            loop {
+                let Some(&inner) = self.stack.last() else {
+                    return Ok(());
+                };
+                self.skip_ws();
+                let close = if inner == b'{' { b'}' } else { b']' };
+                match self.buf.get(self.pos) {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if self.member()? {
+                            continue 'open;
+                        }
+                    }
+                    Some(&b) if b == close => {
+                        self.pos += 1;
+                        self.stack.pop();
+                    }
+                    Some(&b) => {
+                        return Err(self.err(&format!(
+                            "expected ',' or '{}' after a value, found {}",
+                            close as char,
+                            describe(b)
+                        )));
+                    }
+                    None => return Err(self.eof("inside a record")),
+                }
+            }
+        }
+    }
+
+    /// One member of the innermost container: a key and ':' inside an
+    /// object, then a value. True when the value opens a container, which is
+    /// left at `pos` for the caller to enter.
+    fn member(&mut self) -> Res<bool> {
+        if self.stack.last() == Some(&b'{') {
+            self.skip_ws();
+            match self.buf.get(self.pos) {
+                Some(b'"') => {
+                    self.string()?;
+                }
+                Some(&b) => {
+                    return Err(self.err(&format!("expected a key string, found {}", describe(b))));
+                }
+                None => return Err(self.eof("inside a record")),
+            }
+            self.expect(b':', "':' after a key")?;
+        }
+        self.skip_ws();
+        match self.buf.get(self.pos) {
+            Some(b'{' | b'[') => Ok(true),
+            _ => self.value().map(|_| false),
+        }
+    }
+}
+
+/// The elements of one valid JSON array, as the scanner captured it; spans
+/// are relative to `array`.
+pub(crate) fn array_elements(array: &[u8]) -> Result<Vec<Value>, SyntaxError> {
+    let mut sc = Scanner::new(array, Top::Between);
+    sc.pos = 1;
+    let mut out = Vec::new();
+    loop {
+        sc.skip_ws();
+        match array.get(sc.pos) {
+            Some(b']') | None => return Ok(out),
+            Some(b',') => sc.pos += 1,
+            Some(_) => out.push(sc.value()?),
+        }
+    }
+}
+
+/// Appends the unescaped form of a JSON string's content (already validated
+/// by the scanner). False when a `\u` escape is a lone surrogate.
+pub(crate) fn unescape_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(off) = memchr::memchr(b'\\', &raw[i..]) else {
+            out.extend_from_slice(&raw[i..]);
+            break;
+        };
+        out.extend_from_slice(&raw[i..i + off]);
+        i += off;
+        let esc = raw[i + 1];
+        i += 2;
+        let c = match esc {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            _ => {
+                let hi = hex4(&raw[i..i + 4]);
+                i += 4;
+                let code = if (0xD800..0xDC00).contains(&hi) {
+                    if raw.get(i..i + 2) != Some(b"\\u") || raw.len() < i + 6 {
+                        return false;
+                    }
+                    let lo = hex4(&raw[i + 2..i + 6]);
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return false;
+                    }
+                    i += 6;
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else {
+                    hi
+                };
+                let Some(ch) = char::from_u32(code) else {
+                    return false;
+                };
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+                continue;
+            }
+        };
+        out.push(c);
+    }
+    true
+}
+
+fn hex4(h: &[u8]) -> u32 {
+    h.iter().fold(0, |acc, &b| {
+        acc * 16 + (b as char).to_digit(16).unwrap_or(0)
+    })
+}
+
+/// Finds record boundaries in a stream without validating it, so that a
+/// reader can cut chunks that decoders can take in parallel.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Splitter {
+    in_string: bool,
+    escape: bool,
+    depth: u32,
+    /// The outermost open container is a top-level array.
+    in_array: bool,
+}
+
+impl Splitter {
+    /// Scans `bytes`, which continue the stream from the previous call, and
+    /// returns the offset in `bytes` just after the last record that ends in
+    /// them, with the top-level state there.
+    pub fn scan(&mut self, bytes: &[u8]) -> Option<(usize, Top)> {
+        let mut cut = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                    i += 1;
+                    continue;
+                }
+                match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                    None => return cut,
+                    Some(off) => {
+                        i += off;
+                        if bytes[i] == b'"' {
+                            self.in_string = false;
+                        } else {
+                            self.escape = true;
+                        }
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            match bytes[i] {
+                b'"' => self.in_string = true,
+                b'{' => self.depth += 1,
+                b'[' => {
+                    if self.depth == 0 {
+                        self.in_array = true;
+                    }
+                    self.depth += 1;
+                }
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        self.in_array = false;
+                        cut = Some((i + 1, Top::Between));
+                    } else if self.depth == 1 && self.in_array {
+                        cut = Some((i + 1, Top::ArrayAfterElement));
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(input: &str, paths: &[&str]) -> Vec<Vec<Option<String>>> {
+        let sel = Selector::new(paths);
+        let mut caps = vec![Capture::default(); sel.slots()];
+        let mut sc = Scanner::new(input.as_bytes(), Top::Between);
+        let mut out = Vec::new();
+        while sc.next_record(&sel, &mut caps).unwrap().is_some() {
+            out.push(
+                caps.iter()
+                    .map(|c| c.value.map(|v| input[v.start..v.end].to_string()))
+                    .collect(),
+            );
+        }
+        assert_eq!(sc.top(), Top::Between);
+        out
+    }
+
+    fn error(input: &str) -> SyntaxError {
+        let sel = Selector::new(&["a"]);
+        let mut caps = vec![Capture::default(); 1];
+        let mut sc = Scanner::new(input.as_bytes(), Top::Between);
+        loop {
+            match sc.next_record(&sel, &mut caps) {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("no error in {input:?}"),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn reads_every_shape_of_the_family() {
+        let want = vec![vec![Some("1".to_string())], vec![Some("2".to_string())]];
+        for input in [
+            r#"{"a":1}{"a":2}"#,
+            "{\"a\":1}\n{\"a\":2}\n",
+            r#"[{"a":1},{"a":2}]"#,
+            " [ {\"a\":1} ,\n {\"a\":2} ] ",
+        ] {
+            assert_eq!(records(input, &["a"]), want, "{input}");
+        }
+        let mixed = r#"{"a":1}[{"a":2},{"a":3}]{"a":4}"#;
+        assert_eq!(records(mixed, &["a"]).len(), 4);
+        assert!(records("[]", &["a"]).is_empty());
+    }
+
+    #[test]
+    fn captures_nested_paths_and_prefers_exact_keys() {
+        let input =
+            r#"{"d":{"u":{"id":"x\"y"},"n":[1,{"k":2}]},"z":true}{"d.u.id":7,"d":{"u":{"id":8}}}"#;
+        let got = records(input, &["d.u.id", "z", "d.n", "missing"]);
+        assert_eq!(got[0][0].as_deref(), Some(r#"x\"y"#));
+        assert_eq!(got[0][1].as_deref(), Some("true"));
+        assert_eq!(got[0][2].as_deref(), Some(r#"[1,{"k":2}]"#));
+        assert_eq!(got[0][3], None);
+        assert_eq!(got[1][0].as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn escaped_keys_match_their_unescaped_form() {
+        let got = records(r#"{"us\u0065r":5}"#, &["user"]);
+        assert_eq!(got[0][0].as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn reports_malformed_input_with_position_and_key() {
+        let e = error(r#"{"a":1}{"b":[1,2"#);
+        assert_eq!(e.record_start, 7);
+        assert_eq!(e.key.as_deref(), Some("b"));
+        assert_eq!(e.message, "truncated JSON: the input ends inside a record");
+
+        let e = error("{\"a\":\"\u{e9}\"}{\"a\": \"x\u{1}\"}");
+        assert_eq!(e.record_start, 10);
+        assert!(
+            e.message.contains("control character U+0001"),
+            "{}",
+            e.message
+        );
+
+        let bad_utf8 = b"{\"a\":\"\xff\"}";
+        let sel = Selector::new(&["a"]);
+        let mut caps = vec![Capture::default(); 1];
+        let e = Scanner::new(bad_utf8, Top::Between)
+            .next_record(&sel, &mut caps)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid JSON at byte +6: invalid UTF-8 in a string"
+        );
+
+        assert_eq!(
+            error(r#"{"a":01}"#).message,
+            "invalid JSON at byte +6: expected ',' or '}' after a value, found '1'"
+        );
+        assert_eq!(
+            error("5").message,
+            "invalid JSON at byte +0: expected a JSON object (a record), found a number"
+        );
+        assert_eq!(
+            error(r#"{"a":{"b":[1,}]}}"#).message,
+            "invalid JSON at byte +13: expected a value, found '}'"
+        );
+        let sel = Selector::new(&["a"]);
+        let mut caps = vec![Capture::default(); 1];
+        let mut sc = Scanner::new(br#"[{"a":1}"#, Top::Between);
+        assert!(sc.next_record(&sel, &mut caps).unwrap().is_some());
+        assert_eq!(sc.next_record(&sel, &mut caps).unwrap(), None);
+        assert_eq!(sc.top(), Top::ArrayAfterElement);
+    }
+
+    #[test]
+    fn deep_nesting_is_skipped_without_recursion() {
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(records(&deep, &["a"]), vec![vec![None]]);
+    }
+
+    #[test]
+    fn unescapes_strings() {
+        let mut out = Vec::new();
+        assert!(unescape_into(br#"a\"b\\c\n\u00e9\ud83d\ude00"#, &mut out));
+        assert_eq!(String::from_utf8(out).unwrap(), "a\"b\\c\n\u{e9}\u{1f600}");
+        assert!(!unescape_into(br#"\ud800x"#, &mut Vec::new()));
+    }
+
+    #[test]
+    fn splitter_cuts_after_complete_records_only() {
+        let input = br#"{"a":"}{"}{"b":[{}]}[{"c":1},{"c":"]"}]{"d"#;
+        let mut sp = Splitter::default();
+        let (cut, top) = sp.scan(input).unwrap();
+        assert_eq!(&input[..cut], br#"{"a":"}{"}{"b":[{}]}[{"c":1},{"c":"]"}]"#);
+        assert_eq!(top, Top::Between);
+
+        let mut sp = Splitter::default();
+        let (cut, top) = sp.scan(br#"[{"c":1},{"c"#).unwrap();
+        assert_eq!(cut, 8);
+        assert_eq!(top, Top::ArrayAfterElement);
+        // The state carries over: the rest of the stream continues it.
+        assert_eq!(sp.scan(br#"":2}]"#), Some((5, Top::Between)));
+    }
+}

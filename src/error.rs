@@ -1,0 +1,115 @@
+//! The error type of the library, and `Origin`: where a row came from.
+//!
+//! Every failure names the place it happened (object, byte offset, field) so
+//! that a user can open the file at that spot. Bad records are their own
+//! variant (`Error::Record`) because skip-and-quarantine and validation work
+//! record by record and need the reason as data, not only as text.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where rows came from; passed along unchanged so any later error can name
+/// the object and the byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The object as the user knows it: a path or a URL.
+    pub key: String,
+    /// Byte offset of the record's first byte in the (decompressed) stream.
+    pub offset: u64,
+    /// 0-based record number within the object.
+    pub row: u64,
+    /// Offsets count bytes of the decompressed stream.
+    pub decompressed: bool,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: byte {}", self.key, self.offset)?;
+        if self.decompressed {
+            f.write_str(" of the decompressed stream")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why one record cannot be converted. Kept as data so that a later skip mode
+/// can count rejects by reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    pub origin: Origin,
+    /// The Personalize field (`TIMESTAMP`) or, for malformed JSON, the source
+    /// key that was being read when the error was found.
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.origin)?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// What the user typed cannot work; found before any data is read.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A record that breaks a value rule or is not valid JSON.
+    #[error("{0}")]
+    Record(Box<BadRecord>),
+
+    /// A required Personalize field that no source field provides.
+    #[error("{key}: {message}")]
+    Mapping { key: String, message: String },
+
+    /// Reading a source failed (I/O, corrupt compression).
+    #[error("{key}: {what}")]
+    Read {
+        key: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Writing an output failed.
+    #[error("{}: {what}", path.display())]
+    Write {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The format of an object is one this version cannot read.
+    #[error("{key}: {message}")]
+    Unsupported { key: String, message: String },
+}
+
+impl Error {
+    /// The process exit code for this error (SPEC section 9).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Error::Usage(message.into())
+    }
+
+    pub(crate) fn record(origin: Origin, field: Option<String>, reason: impl Into<String>) -> Self {
+        Error::Record(Box::new(BadRecord {
+            origin,
+            field,
+            reason: reason.into(),
+        }))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,73 @@
+//! personalize-prep turns raw event, user and item data into exactly what
+//! Amazon Personalize imports: one CSV plus the matching Avro schema.
+//!
+//! The pipeline, stage by stage:
+//!
+//! - `source`: list objects (files, folders) in key order and open them;
+//! - `decode`: detect compression and format, cut each stream into chunks
+//!   at record boundaries, and scan JSON records for the mapped paths only;
+//! - `mapping`: resolve which source path fills which Personalize field and
+//!   apply the value rules (ids, epoch seconds, numbers, lists);
+//! - `sink`: encode rows in the Personalize CSV dialect and write outputs
+//!   atomically;
+//! - `schema`: the dataset rules and the Avro schema JSON;
+//! - `pipeline`: the only module that decides threads and order.
+//!
+//! `cli` is what the user typed, `config` turns it into resolved settings,
+//! and `run` ties a parsed command line to the library.
+
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod mapping;
+pub mod pipeline;
+pub mod progress;
+pub mod schema;
+pub mod sink;
+pub mod source;
+
+use std::io::Write;
+
+pub use error::{Error, Result};
+
+use cli::{Cli, Command};
+use config::{ConvertConfig, SchemaConfig};
+
+/// Runs a parsed command line; the exit code on success.
+pub fn run(cli: &Cli) -> Result<i32> {
+    progress::init_logging(cli.verbose);
+    match &cli.command {
+        Command::Convert(args) => {
+            let cfg = ConvertConfig::from_args(args, cli.quiet)?;
+            if cfg.dry_run {
+                pipeline::dry_run(&cfg, &mut std::io::stdout().lock())?;
+                return Ok(0);
+            }
+            let summary = pipeline::convert(&cfg)?;
+            for w in &summary.warnings {
+                eprintln!("personalize-prep: warning: {w}");
+            }
+            if !cfg.quiet {
+                eprint!("{}", progress::summary_text(&summary));
+            }
+            Ok(0)
+        }
+        Command::Schema(args) => {
+            let cfg = SchemaConfig::from_args(args)?;
+            let mapping = mapping::resolve(&cfg.mapping, None).map_err(Error::Usage)?;
+            let json = mapping.schema(&[]).to_json();
+            match &cfg.output {
+                Some(path) => sink::write_atomic(path, json.as_bytes())?,
+                None => std::io::stdout()
+                    .write_all(json.as_bytes())
+                    .map_err(|source| Error::Write {
+                        path: "<stdout>".into(),
+                        what: "cannot write",
+                        source,
+                    })?,
+            }
+            Ok(0)
+        }
+    }
+}

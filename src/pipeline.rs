@@ -1,0 +1,474 @@
+//! The conversion run: the only module that decides threads, channels and
+//! ordering.
+//!
+//! One reader thread walks the objects in key order, opens each (detecting
+//! compression and format), cuts its stream into chunks at record
+//! boundaries and hands every chunk to a rayon pool. Workers decode, map and
+//! encode a chunk into CSV bytes on their own. The calling thread is the one
+//! writer: it puts chunk results back in sequence order, so rows come out in
+//! object order then offset order whatever the parallelism, and the first
+//! error in that order is the one reported. A fixed number of permits bounds
+//! the chunks in flight, so memory depends on the chunk size and thread
+//! count, never on the input size.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::config::{ConvertConfig, CsvDest};
+use crate::decode::json::{Scanner, Selector};
+use crate::decode::{self, Chunk, ChunkReader, Compression, Format};
+use crate::error::{Error, Result};
+use crate::mapping::{self, Converted, FirstRecord, Mapping};
+use crate::progress::Progress;
+use crate::schema::Schema;
+use crate::sink::{self, AtomicFile, CsvOut};
+use crate::source::{self, Object};
+
+/// Bytes of (decompressed) input per chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// What a finished run did, for the closing summary.
+#[derive(Debug)]
+pub struct Summary {
+    pub objects: u64,
+    pub bytes: u64,
+    pub records: u64,
+    pub rows: u64,
+    pub duration: Duration,
+    pub outputs: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// An object opened for reading: its detected encoding and decoded stream.
+struct Opened {
+    compression: Compression,
+    format: Format,
+    stream: Box<dyn Read + Send>,
+}
+
+fn open(object: &Object, cfg: &ConvertConfig) -> Result<Opened> {
+    let read_err = |what: &str, source| Error::Read {
+        key: object.name.clone(),
+        what: what.to_string(),
+        source,
+    };
+    let mut raw = object.open()?;
+    let head = peek(&mut raw, 4).map_err(|e| read_err("cannot read", e))?;
+    let compression = cfg
+        .compression
+        .unwrap_or_else(|| decode::detect_compression(&object.key, &head));
+    let raw: Box<dyn Read + Send> = Box::new(io::Cursor::new(head).chain(raw));
+    let mut stream = decode::decompress(raw, compression)
+        .map_err(|e| read_err("cannot start decompressing", e))?;
+    let head = peek(&mut stream, 1024)
+        .map_err(|e| read_err(&format!("cannot decompress ({})", compression.name()), e))?;
+    let format = cfg
+        .format
+        .unwrap_or_else(|| decode::detect_format(&object.key, &head));
+    Ok(Opened {
+        compression,
+        format,
+        stream: Box::new(io::Cursor::new(head).chain(stream)),
+    })
+}
+
+/// Reads up to `n` bytes (fewer only at the end of the stream).
+fn peek(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(n);
+    r.by_ref().take(n as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// The first record of a chunk, for matching reserved fields by name.
+/// `Err` when the chunk starts with malformed JSON.
+fn first_record(chunk: &Chunk) -> std::result::Result<Option<FirstRecord>, ()> {
+    let selector = Selector::default();
+    let mut scanner = Scanner::new(&chunk.bytes, chunk.top);
+    match scanner.next_record(&selector, &mut []) {
+        Ok(Some((start, end))) => Ok(FirstRecord::from_json(&chunk.bytes[start..end])),
+        Ok(None) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// What the writer receives for one sequence number.
+enum Done {
+    Rows {
+        object: usize,
+        converted: Converted,
+        /// The chunk was the object's last.
+        last: bool,
+    },
+    Failed {
+        object: usize,
+        error: Error,
+    },
+}
+
+/// Lists what would be converted and the resolved mapping (`--dry-run`).
+pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
+    let objects = source::list(&cfg.sources, &cfg.filter)?;
+    let total: u64 = objects.iter().map(|o| o.size).sum();
+    let mut text = format!("{} objects, {} bytes\n", objects.len(), total);
+    let mut first = None;
+    for object in &objects {
+        let opened = open(object, cfg)?;
+        let enc = match opened.compression {
+            Compression::None => opened.format.to_string(),
+            c => format!("{} ({})", opened.format, c.name()),
+        };
+        text.push_str(&format!(
+            "  {}  {} bytes  {enc}\n",
+            object.name, object.size
+        ));
+        if first.is_none() && opened.format == Format::Json {
+            let mut reader = ChunkReader::new(opened.stream, CHUNK_BYTES);
+            while let Some(chunk) = reader.next_chunk().map_err(|e| Error::Read {
+                key: object.name.clone(),
+                what: format!("cannot read at byte {}", e.offset),
+                source: e.error,
+            })? {
+                if let Ok(Some(rec)) = first_record(&chunk) {
+                    first = Some((object.name.clone(), chunk.base, rec));
+                    break;
+                }
+            }
+        }
+    }
+    let mapping = resolve(cfg, first.as_ref().map(|(k, o, r)| (k.as_str(), *o, r)))?;
+    text.push_str(&format!("mapping ({}):\n", mapping.dataset));
+    let width = mapping
+        .fields
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(0);
+    let schema = mapping.schema(&[]);
+    for (field, sf) in mapping.fields.iter().zip(&schema.fields) {
+        let path = field.path.as_deref().unwrap_or("(nothing)");
+        let ty = match field.ty {
+            Some(_) if sf.nullable => format!("[\"null\", \"{}\"]", sf.ty.as_str()),
+            Some(_) => sf.ty.as_str().to_string(),
+            None => "inferred".to_string(),
+        };
+        let how = match field.source {
+            mapping::FieldSource::Mapped => "--map",
+            mapping::FieldSource::MatchedByName => "matched by name",
+            mapping::FieldSource::Unresolved => "no source field",
+        };
+        let mut flags = String::new();
+        if field.categorical {
+            flags.push_str(", categorical");
+        }
+        if field.textual {
+            flags.push_str(", textual");
+        }
+        text.push_str(&format!(
+            "  {:width$} <- {path}  {ty}{flags}  ({how})\n",
+            field.name
+        ));
+    }
+    let outputs = output_names(cfg);
+    if !outputs.is_empty() {
+        text.push_str(&format!("outputs: {}\n", outputs.join(", ")));
+    }
+    out.write_all(text.as_bytes())
+        .map_err(|source| Error::Write {
+            path: "<stdout>".into(),
+            what: "cannot write",
+            source,
+        })
+}
+
+fn output_names(cfg: &ConvertConfig) -> Vec<String> {
+    let mut names = Vec::new();
+    match &cfg.csv {
+        Some(CsvDest::File(p)) => names.push(p.display().to_string()),
+        Some(CsvDest::Stdout) => names.push("<stdout>".to_string()),
+        None => {}
+    }
+    if let Some(s) = &cfg.schema_out {
+        names.push(s.display().to_string());
+    }
+    names
+}
+
+/// Resolves the mapping against the first record, if there is one.
+fn resolve(cfg: &ConvertConfig, first: Option<(&str, u64, &FirstRecord)>) -> Result<Mapping> {
+    mapping::resolve(&cfg.mapping, first.map(|(_, _, r)| r)).map_err(|message| {
+        let key = match first {
+            Some((key, offset, _)) => format!("{key}: byte {offset}"),
+            None => "the mapping".to_string(),
+        };
+        Error::Mapping { key, message }
+    })
+}
+
+/// Converts every object into one CSV and its schema.
+pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
+    let started = Instant::now();
+    let objects = source::list(&cfg.sources, &cfg.filter)?;
+    let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
+    log::debug!("{} objects, {total_bytes} bytes", objects.len());
+    let mut csv = match cfg.csv.as_ref().expect("convert has an output") {
+        CsvDest::Stdout => CsvOut::Stdout(io::BufWriter::with_capacity(1 << 20, io::stdout())),
+        CsvDest::File(path) => CsvOut::File(AtomicFile::create(path)?),
+    };
+    let progress = Progress::new(cfg.progress, objects.len() as u64, total_bytes);
+    let mapping: Arc<OnceLock<Arc<Mapping>>> = Arc::new(OnceLock::new());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .thread_name(|i| format!("decode-{i}"))
+        .build()
+        .map_err(|e| Error::usage(format!("cannot start {} threads: {e}", cfg.threads)))?;
+    let in_flight = cfg.threads * 4;
+    let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(in_flight);
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Done)>();
+
+    let mut stats = WriterStats::default();
+    let result = std::thread::scope(|scope| {
+        let reader_mapping = Arc::clone(&mapping);
+        let objects = &objects;
+        let pool = &pool;
+        scope.spawn(move || {
+            read_all(cfg, objects, pool, &reader_mapping, &permit_tx, &done_tx);
+        });
+        write_all(
+            done_rx, permit_rx, &mapping, &mut csv, &mut stats, &progress, objects,
+        )
+    });
+    progress.finish();
+    result?;
+    let mapping = mapping.get().expect("the reader resolves the mapping");
+    let schema = mapping.schema(&stats.seen);
+    if !stats.header_written {
+        write_header(&mut csv, &schema)?;
+    }
+    if let Some(path) = &cfg.schema_out {
+        sink::write_atomic(path, schema.to_json().as_bytes())?;
+    }
+    csv.commit()?;
+    let mut warnings = mapping.warnings.clone();
+    if objects.is_empty() {
+        warnings.push(format!(
+            "no objects found in {}: the CSV has only a header",
+            cfg.sources.join(", ")
+        ));
+    }
+    Ok(Summary {
+        objects: objects.len() as u64,
+        bytes: total_bytes,
+        records: stats.records,
+        rows: stats.rows,
+        duration: started.elapsed(),
+        outputs: output_names(cfg),
+        warnings,
+    })
+}
+
+fn write_header(csv: &mut CsvOut, schema: &Schema) -> Result<()> {
+    csv.write_all(format!("{}\n", schema.header()).as_bytes())
+}
+
+/// The reader thread: objects in order, chunks in order, each chunk sent to
+/// the pool once the mapping is known. Stops at the first failure (which it
+/// sends in sequence) or when the writer hangs up.
+fn read_all(
+    cfg: &ConvertConfig,
+    objects: &[Object],
+    pool: &rayon::ThreadPool,
+    mapping: &OnceLock<Arc<Mapping>>,
+    permits: &mpsc::SyncSender<()>,
+    done: &mpsc::Sender<(u64, Done)>,
+) {
+    let mut seq = 0u64;
+    // Chunks without a record, held until the mapping is resolved.
+    let mut held: Vec<(usize, Chunk, bool)> = Vec::new();
+    let fail = |seq: u64, object: usize, error: Error| {
+        let _ = permits.send(());
+        let _ = done.send((seq, Done::Failed { object, error }));
+    };
+    let dispatch = |seq: u64, index: usize, chunk: Chunk, decompressed: bool| -> bool {
+        if permits.send(()).is_err() {
+            return false;
+        }
+        let mapping = Arc::clone(mapping.get().expect("resolved before dispatch"));
+        let done = done.clone();
+        let name = objects[index].name.clone();
+        let dialect = cfg.dialect;
+        pool.spawn(move || {
+            let last = chunk.last;
+            let out = match mapping.convert_json(&chunk, &name, decompressed, dialect) {
+                Ok(converted) => Done::Rows {
+                    object: index,
+                    converted,
+                    last,
+                },
+                Err(error) => Done::Failed {
+                    object: index,
+                    error,
+                },
+            };
+            let _ = done.send((seq, out));
+        });
+        true
+    };
+    for (index, object) in objects.iter().enumerate() {
+        let opened = match open(object, cfg) {
+            Ok(o) => o,
+            Err(e) => return fail(seq, index, e),
+        };
+        log::debug!(
+            "{}: {} bytes, {} ({})",
+            object.name,
+            object.size,
+            opened.format,
+            opened.compression.name()
+        );
+        if opened.format != Format::Json {
+            let error = Error::Unsupported {
+                key: object.name.clone(),
+                message: format!(
+                    "{} sources are not supported by this version yet; only the JSON family is",
+                    opened.format
+                ),
+            };
+            return fail(seq, index, error);
+        }
+        let decompressed = opened.compression != Compression::None;
+        let mut reader = ChunkReader::new(opened.stream, CHUNK_BYTES);
+        loop {
+            let chunk = match reader.next_chunk() {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    let at = if decompressed {
+                        format!("byte {} of the decompressed stream", e.offset)
+                    } else {
+                        format!("byte {}", e.offset)
+                    };
+                    let error = Error::Read {
+                        key: object.name.clone(),
+                        what: format!("cannot read at {at}"),
+                        source: e.error,
+                    };
+                    return fail(seq, index, error);
+                }
+            };
+            if mapping.get().is_none() {
+                match first_record(&chunk) {
+                    Ok(Some(first)) => {
+                        match resolve(cfg, Some((&object.name, chunk.base, &first))) {
+                            Ok(m) => {
+                                let _ = mapping.set(Arc::new(m));
+                            }
+                            Err(e) => return fail(seq, index, e),
+                        }
+                    }
+                    // Malformed from the start: the worker reports it.
+                    Err(()) => {
+                        let _ = mapping.set(Arc::new(fallback(cfg)));
+                    }
+                    Ok(None) => {
+                        held.push((index, chunk, decompressed));
+                        continue;
+                    }
+                }
+                for (i, c, d) in held.drain(..) {
+                    if !dispatch(seq, i, c, d) {
+                        return;
+                    }
+                    seq += 1;
+                }
+            }
+            if !dispatch(seq, index, chunk, decompressed) {
+                return;
+            }
+            seq += 1;
+        }
+    }
+    if mapping.get().is_none() {
+        let _ = mapping.set(Arc::new(fallback(cfg)));
+    }
+    for (i, c, d) in held.drain(..) {
+        if !dispatch(seq, i, c, d) {
+            return;
+        }
+        seq += 1;
+    }
+}
+
+/// The mapping when no record was read: reserved fields stay unresolved.
+fn fallback(cfg: &ConvertConfig) -> Mapping {
+    mapping::resolve(&cfg.mapping, None).expect("without a record nothing can fail to match")
+}
+
+#[derive(Default)]
+struct WriterStats {
+    records: u64,
+    rows: u64,
+    seen: Vec<u8>,
+    header_written: bool,
+}
+
+/// The writer: results back in sequence order, rows to the CSV.
+fn write_all(
+    done: mpsc::Receiver<(u64, Done)>,
+    permits: mpsc::Receiver<()>,
+    mapping: &OnceLock<Arc<Mapping>>,
+    csv: &mut CsvOut,
+    stats: &mut WriterStats,
+    progress: &Progress,
+    objects: &[Object],
+) -> Result<()> {
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next = 0u64;
+    // Records of the current object before the current chunk, so that an
+    // error can give the record's number within its object.
+    let mut object_records = 0u64;
+    for (seq, item) in done.iter() {
+        pending.insert(seq, item);
+        while let Some(item) = pending.remove(&next) {
+            next += 1;
+            let _ = permits.recv();
+            match item {
+                Done::Failed { object, error } => {
+                    let mut error = error;
+                    if let Error::Record(bad) = &mut error {
+                        bad.origin.row += object_records;
+                    }
+                    log::debug!("failed in {}", objects[object].name);
+                    return Err(error);
+                }
+                Done::Rows {
+                    object,
+                    converted,
+                    last,
+                } => {
+                    if !stats.header_written {
+                        let m = mapping.get().expect("resolved before any chunk");
+                        write_header(csv, &m.schema(&[]))?;
+                        stats.header_written = true;
+                        stats.seen = vec![0; m.fields.len()];
+                    }
+                    csv.write_all(&converted.csv)?;
+                    stats.records += converted.records;
+                    stats.rows += converted.rows;
+                    for (s, c) in stats.seen.iter_mut().zip(&converted.seen) {
+                        *s |= c;
+                    }
+                    object_records += converted.records;
+                    progress.rows(converted.rows);
+                    if last {
+                        object_records = 0;
+                        progress.object_done(objects[object].size);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

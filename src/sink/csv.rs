@@ -1,0 +1,93 @@
+//! CSV encoding in the Personalize dialect (SPEC section 5).
+//!
+//! A field is quoted only when it must be; inside quotes Personalize wants
+//! `"` and `\` escaped with a backslash, not doubled as RFC 4180 does. CR and
+//! LF become spaces because Personalize reads one record per line.
+
+use std::str::FromStr;
+
+/// How quotes are escaped inside a quoted field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// Backslash escapes; quote when a field holds `,`, `"` or `\`.
+    #[default]
+    Personalize,
+    /// Doubled quotes; quote when a field holds `,` or `"`.
+    Rfc4180,
+}
+
+impl FromStr for Dialect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "personalize" => Ok(Dialect::Personalize),
+            "rfc4180" => Ok(Dialect::Rfc4180),
+            _ => Err(format!(
+                "unknown CSV dialect {s:?}; expected personalize or rfc4180"
+            )),
+        }
+    }
+}
+
+/// Appends one field's text to a row.
+pub(crate) fn push_field(out: &mut Vec<u8>, text: &str, dialect: Dialect) {
+    let bytes = text.as_bytes();
+    let special = |b: &u8| match b {
+        b',' | b'"' | b'\r' | b'\n' => true,
+        b'\\' => dialect == Dialect::Personalize,
+        _ => false,
+    };
+    if !bytes.iter().any(special) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let quote = bytes
+        .iter()
+        .any(|&b| b == b',' || b == b'"' || (b == b'\\' && dialect == Dialect::Personalize));
+    if quote {
+        out.push(b'"');
+    }
+    for &b in bytes {
+        match b {
+            b'\r' | b'\n' => out.push(b' '),
+            b'"' if dialect == Dialect::Rfc4180 => out.extend_from_slice(b"\"\""),
+            b'"' | b'\\' if dialect == Dialect::Personalize => {
+                out.push(b'\\');
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+    }
+    if quote {
+        out.push(b'"');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(text: &str, dialect: Dialect) -> String {
+        let mut out = Vec::new();
+        push_field(&mut out, text, dialect);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn quotes_only_when_needed() {
+        let p = Dialect::Personalize;
+        assert_eq!(enc("plain text", p), "plain text");
+        assert_eq!(enc("a,b", p), "\"a,b\"");
+        assert_eq!(enc(r#"say "hi""#, p), r#""say \"hi\"""#);
+        assert_eq!(enc(r"C:\dir", p), r#""C:\\dir""#);
+        assert_eq!(enc("two\r\nlines\n", p), "two  lines ");
+        assert_eq!(enc("", p), "");
+    }
+
+    #[test]
+    fn rfc4180_doubles_quotes_and_keeps_backslashes() {
+        let r = Dialect::Rfc4180;
+        assert_eq!(enc(r#"say "hi", ok"#, r), r#""say ""hi"", ok""#);
+        assert_eq!(enc(r"C:\dir", r), r"C:\dir");
+    }
+}

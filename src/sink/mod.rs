@@ -1,0 +1,131 @@
+//! Where rows go: the CSV encoding and atomic outputs.
+//!
+//! A local output is written to a hidden temporary file beside its final
+//! name, flushed and synced, and renamed only when the whole run succeeded;
+//! a failed run removes it, so no visible partial file ever exists. A killed
+//! run may leave its hidden file behind: the next run into the same place
+//! removes it.
+
+pub mod csv;
+
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The marker in our temporary file names, so leftovers can be recognised.
+const TMP_MARK: &str = ".personalize-prep-tmp-";
+
+/// A file that appears at its final path only on `commit`.
+pub(crate) struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<BufWriter<fs::File>>,
+}
+
+impl AtomicFile {
+    /// Creates the hidden temporary file (and the folder), removing any that
+    /// an earlier killed run left for the same path.
+    pub fn create(path: &Path) -> Result<Self> {
+        let err = |what, source| Error::Write {
+            path: path.to_path_buf(),
+            what,
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(|e| err("cannot create the folder", e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!(".{name}{TMP_MARK}");
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        let tmp = dir.join(format!("{prefix}{}", std::process::id()));
+        let file = fs::File::create(&tmp).map_err(|e| err("cannot create a temporary file", e))?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let file = self.file.as_mut().expect("written before commit");
+        file.write_all(bytes).map_err(|source| Error::Write {
+            path: self.path.clone(),
+            what: "cannot write",
+            source,
+        })
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("committed once");
+        let err = |what, source| Error::Write {
+            path: self.path.clone(),
+            what,
+            source,
+        };
+        let file = file
+            .into_inner()
+            .map_err(|e| err("cannot write", e.into_error()))?;
+        file.sync_all().map_err(|e| err("cannot sync", e))?;
+        fs::rename(&self.tmp, &self.path).map_err(|e| err("cannot rename into place", e))?;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Where the CSV goes.
+pub(crate) enum CsvOut {
+    File(AtomicFile),
+    Stdout(BufWriter<io::Stdout>),
+}
+
+impl CsvOut {
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            CsvOut::File(f) => f.write_all(bytes),
+            CsvOut::Stdout(out) => out.write_all(bytes).map_err(stdout_error),
+        }
+    }
+
+    pub fn commit(self) -> Result<()> {
+        match self {
+            CsvOut::File(f) => f.commit(),
+            CsvOut::Stdout(mut out) => out.flush().map_err(stdout_error),
+        }
+    }
+}
+
+fn stdout_error(source: io::Error) -> Error {
+    Error::Write {
+        path: PathBuf::from("<stdout>"),
+        what: "cannot write",
+        source,
+    }
+}
+
+/// Writes a small file (the schema) atomically.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes)?;
+    file.commit()
+}
