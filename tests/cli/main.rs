@@ -1,1 +1,5 @@
-fn main() {}
+//! Integration tests: every test runs the built binary in a temporary
+//! workdir. One target, so the library links once.
+
+mod fixtures;
+mod workdir;
