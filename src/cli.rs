@@ -113,6 +113,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N", help_heading = "Run")]
     pub threads: Option<usize>,
 
+    /// Bytes of input per decoding chunk (for tests of chunk boundaries).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub chunk_bytes: Option<usize>,
+
     /// List the objects and the resolved mapping; write nothing.
     #[arg(long, help_heading = "Run")]
     pub dry_run: bool,

@@ -33,6 +33,8 @@ pub struct ConvertConfig {
     pub schema_out: Option<PathBuf>,
     pub dialect: Dialect,
     pub threads: usize,
+    /// Bytes of (decompressed) input per decoding chunk.
+    pub chunk_bytes: usize,
     pub dry_run: bool,
     pub progress: bool,
     pub quiet: bool,
@@ -133,6 +135,7 @@ impl ConvertConfig {
             schema_out,
             dialect: parse(&args.csv_dialect)?,
             threads,
+            chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
             dry_run: args.dry_run,
             progress,
             quiet,

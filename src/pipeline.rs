@@ -27,9 +27,6 @@ use crate::schema::Schema;
 use crate::sink::{self, AtomicFile, CsvOut};
 use crate::source::{self, Object};
 
-/// Bytes of (decompressed) input per chunk.
-const CHUNK_BYTES: usize = 1 << 20;
-
 /// What a finished run did, for the closing summary.
 #[derive(Debug)]
 pub struct Summary {
@@ -112,7 +109,11 @@ enum Done {
 pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
     let objects = source::list(&cfg.sources, &cfg.filter)?;
     let total: u64 = objects.iter().map(|o| o.size).sum();
-    let mut text = format!("{} objects, {} bytes\n", objects.len(), total);
+    let mut text = format!(
+        "{} object{}, {total} bytes\n",
+        objects.len(),
+        if objects.len() == 1 { "" } else { "s" }
+    );
     let mut first = None;
     for object in &objects {
         let opened = open(object, cfg)?;
@@ -125,7 +126,7 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
             object.name, object.size
         ));
         if first.is_none() && opened.format == Format::Json {
-            let mut reader = ChunkReader::new(opened.stream, CHUNK_BYTES);
+            let mut reader = ChunkReader::new(opened.stream, cfg.chunk_bytes);
             while let Some(chunk) = reader.next_chunk().map_err(|e| Error::Read {
                 key: object.name.clone(),
                 what: format!("cannot read at byte {}", e.offset),
@@ -339,7 +340,7 @@ fn read_all(
             return fail(seq, index, error);
         }
         let decompressed = opened.compression != Compression::None;
-        let mut reader = ChunkReader::new(opened.stream, CHUNK_BYTES);
+        let mut reader = ChunkReader::new(opened.stream, cfg.chunk_bytes);
         loop {
             let chunk = match reader.next_chunk() {
                 Ok(Some(chunk)) => chunk,

@@ -2,24 +2,37 @@
 //! on stderr (only when asked for or when stderr is a terminal), the closing
 //! summary, and the `-v` debug logger.
 
+use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::pipeline::Summary;
 
-/// The progress bar, or nothing.
+/// Progress on stderr: a bar on a terminal, plain lines (at most one a
+/// second, and one at the end) when `--progress always` meets a log file,
+/// or nothing.
 pub(crate) struct Progress {
-    bar: Option<ProgressBar>,
+    display: Display,
     objects: u64,
     objects_done: AtomicU64,
+    bytes_done: AtomicU64,
     rows: AtomicU64,
+}
+
+enum Display {
+    Hidden,
+    Bar(ProgressBar),
+    Lines(Mutex<Instant>),
 }
 
 impl Progress {
     pub fn new(enabled: bool, objects: u64, bytes: u64) -> Self {
-        let bar = enabled.then(|| {
+        let display = if !enabled {
+            Display::Hidden
+        } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
@@ -29,35 +42,65 @@ impl Progress {
                 .expect("a valid template"),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
+            Display::Bar(bar)
+        } else {
+            Display::Lines(Mutex::new(Instant::now()))
+        };
         Progress {
-            bar,
+            display,
             objects,
             objects_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
             rows: AtomicU64::new(0),
         }
     }
 
-    pub fn rows(&self, n: u64) {
-        let rows = self.rows.fetch_add(n, Ordering::Relaxed) + n;
-        if let Some(bar) = &self.bar {
-            let done = self.objects_done.load(Ordering::Relaxed);
-            bar.set_message(format!("{done}/{} objects, {rows} rows", self.objects));
+    fn text(&self) -> String {
+        format!(
+            "{}/{} objects, {} rows",
+            self.objects_done.load(Ordering::Relaxed),
+            self.objects,
+            self.rows.load(Ordering::Relaxed)
+        )
+    }
+
+    fn update(&self, last: bool) {
+        match &self.display {
+            Display::Hidden => {}
+            Display::Bar(bar) => {
+                bar.set_position(self.bytes_done.load(Ordering::Relaxed));
+                bar.set_message(self.text());
+            }
+            Display::Lines(printed) => {
+                let mut printed = printed.lock().unwrap_or_else(|e| e.into_inner());
+                if last || printed.elapsed() >= Duration::from_secs(1) {
+                    *printed = Instant::now();
+                    eprintln!(
+                        "personalize-prep: progress: {}, {} bytes",
+                        self.text(),
+                        self.bytes_done.load(Ordering::Relaxed)
+                    );
+                }
+            }
         }
+    }
+
+    pub fn rows(&self, n: u64) {
+        self.rows.fetch_add(n, Ordering::Relaxed);
+        self.update(false);
     }
 
     pub fn object_done(&self, bytes: u64) {
         self.objects_done.fetch_add(1, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
-            bar.inc(bytes);
-        }
-        self.rows(0);
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.update(false);
     }
 
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        match &self.display {
+            Display::Bar(bar) => bar.finish_and_clear(),
+            Display::Lines(_) => self.update(true),
+            Display::Hidden => {}
         }
     }
 }

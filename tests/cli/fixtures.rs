@@ -78,7 +78,11 @@ fn check_schema(out: &Path, file: &str) {
     let csv = out.join(file.replace(".avsc", ".csv"));
     if let Ok(csv) = fs::read_to_string(csv) {
         let header = csv.lines().next().unwrap_or("");
-        assert_eq!(header, names.join(","), "{file}: header and schema disagree");
+        assert_eq!(
+            header,
+            names.join(","),
+            "{file}: header and schema disagree"
+        );
     }
 }
 

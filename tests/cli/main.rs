@@ -2,4 +2,6 @@
 //! workdir. One target, so the library links once.
 
 mod fixtures;
+mod help;
+mod run;
 mod workdir;

@@ -1,0 +1,352 @@
+//! Behaviour of a run beyond one fixture: outputs are atomic, stdout
+//! streams, the order is the same at any parallelism, the dry run writes
+//! nothing, and what goes to stderr.
+
+use std::io::Read;
+use std::process::Stdio;
+
+use crate::workdir::{Workdir, fixtures_dir};
+
+const SAMPLE_COLUMNS: &str = "ITEM_ID,USER_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP";
+
+fn sample_workdir() -> Workdir {
+    let wd = Workdir::new();
+    wd.copy_tree(&fixtures_dir().join("sample-readme"));
+    wd
+}
+
+/// Many objects and records, with every JSON shape, some text needing
+/// quotes, and records large enough to straddle chunk boundaries.
+fn generated_workdir() -> Workdir {
+    let wd = Workdir::new();
+    for file in 0..12 {
+        let mut body = String::new();
+        if file % 3 == 1 {
+            body.push('[');
+        }
+        for i in 0..400 {
+            let n = file * 1000 + i;
+            let sep = match (file % 3, i) {
+                (1, 0) => "",
+                (1, _) => ",",
+                (2, _) => "\n",
+                _ => "",
+            };
+            body.push_str(&format!(
+                "{sep}{{\"user_id\":{},\"itemId\":\"i-{}\",\"ts\":{},\"event_type\":\"view\",\"note\":\"a, \\\"quoted\\\" }}{{ text {}\",\"pad\":\"{}\"}}",
+                n % 37,
+                n % 101,
+                1_600_000_000_000u64 + n as u64,
+                n,
+                "x".repeat(n % 300)
+            ));
+        }
+        if file % 3 == 1 {
+            body.push(']');
+        }
+        wd.write(&format!("input/2024/01/{:02}/part-{file}", file % 4), body);
+    }
+    wd
+}
+
+fn convert_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "convert",
+        "input",
+        "--map",
+        "TIMESTAMP=ts",
+        "--map",
+        "NOTE=note",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn output_is_identical_at_any_parallelism_and_chunk_size() {
+    let wd = generated_workdir();
+    let reference = {
+        let args = convert_args(&["--threads", "1", "-o", "-"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = wd.run(&args);
+        run.assert_code(0);
+        run.stdout
+    };
+    let text = String::from_utf8(reference.clone()).unwrap();
+    assert_eq!(text.lines().count(), 1 + 12 * 400);
+    // Matched reserved fields first, then the --map fields in their order.
+    assert_eq!(
+        text.lines().next(),
+        Some("USER_ID,ITEM_ID,EVENT_TYPE,TIMESTAMP,NOTE")
+    );
+    // Objects in key order (the folders sort before the file numbers).
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("0,i-0,view,1600000000,"),
+        "{}",
+        text.lines().nth(1).unwrap()
+    );
+    for extra in [
+        &["--threads", "2"][..],
+        &["--threads", "3", "--chunk-bytes", "1"],
+        &["--threads", "2", "--chunk-bytes", "777"],
+        &["--threads", "1", "--chunk-bytes", "65536"],
+    ] {
+        let mut e = extra.to_vec();
+        e.extend(["-o", "-"]);
+        let args = convert_args(&e);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = wd.run(&args);
+        run.assert_code(0);
+        assert!(run.stdout == reference, "output differs with {extra:?}");
+    }
+}
+
+#[test]
+fn a_failed_run_leaves_the_previous_output_and_no_temporary_file() {
+    let wd = sample_workdir();
+    wd.write("out/interactions.csv", "previous\n");
+    wd.write("out/interactions.avsc", "previous schema\n");
+    wd.write(
+        "input/useritem/2019/01/10/21/zz-broken",
+        "{\"USER_ID\": 1, \"ITEM_ID\": ",
+    );
+    let run = wd.run(&["convert", "input", "-o", "out/"]);
+    run.assert_code(1);
+    assert_eq!(wd.read("out/interactions.csv"), "previous\n");
+    assert_eq!(wd.read("out/interactions.avsc"), "previous schema\n");
+    assert_eq!(wd.files("out"), ["interactions.avsc", "interactions.csv"]);
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: input/useritem/2019/01/10/21/zz-broken: byte 0: \"ITEM_ID\": \
+         truncated JSON: the input ends where a value should start\n"
+    );
+}
+
+#[test]
+fn a_killed_runs_leftover_is_removed_by_the_next_run() {
+    let wd = sample_workdir();
+    wd.write(
+        "out/.interactions.csv.personalize-prep-tmp-99999",
+        "half a file",
+    );
+    let run = wd.run(&["convert", "input", "-o", "out/", "-q"]);
+    run.assert_code(0);
+    assert_eq!(wd.files("out"), ["interactions.avsc", "interactions.csv"]);
+}
+
+#[test]
+fn stdout_carries_the_csv_and_nothing_else() {
+    let wd = sample_workdir();
+    let run = wd.run(&[
+        "convert",
+        "input",
+        "--columns",
+        SAMPLE_COLUMNS,
+        "-o",
+        "-",
+        "-q",
+    ]);
+    run.assert_code(0);
+    let want =
+        std::fs::read_to_string(fixtures_dir().join("sample-readme/expected/interactions.csv"))
+            .unwrap();
+    assert_eq!(run.stdout_text(), want);
+    assert_eq!(run.stderr, "");
+    assert!(wd.files("out").is_empty());
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_run_quietly() {
+    let wd = generated_workdir();
+    let args = convert_args(&["-o", "-"]);
+    let mut child = wd
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe is closed here, like `| head -c 16`.
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(&first, b"USER_ID,ITEM_ID,");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
+
+#[test]
+fn dry_run_lists_objects_and_mapping_and_writes_nothing() {
+    let wd = sample_workdir();
+    let run = wd.run(&[
+        "convert",
+        "input",
+        "--map",
+        "SOURCE_TYPE=type",
+        "-o",
+        "out/",
+        "--dry-run",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        run.stdout_text(),
+        "1 object, 1406 bytes\n  \
+         input/useritem/2019/01/10/20/useritem-stream-1-2019-01-10-20-34-04-5c1a8f0e-2b7d-4e6a-9c3f-1d2e3f4a5b6c  1406 bytes  json\n\
+         mapping (interactions):\n  \
+         USER_ID     <- USER_ID  string  (matched by name)\n  \
+         ITEM_ID     <- ITEM_ID  string  (matched by name)\n  \
+         TIMESTAMP   <- TIMESTAMP  long  (matched by name)\n  \
+         EVENT_TYPE  <- EVENT_TYPE  string  (matched by name)\n  \
+         EVENT_VALUE <- EVENT_VALUE  [\"null\", \"float\"]  (matched by name)\n  \
+         SOURCE_TYPE <- type  inferred, categorical  (--map)\n\
+         outputs: out/interactions.csv, out/interactions.avsc\n"
+    );
+    assert!(wd.files("out").is_empty());
+}
+
+#[test]
+fn summary_names_counts_and_outputs() {
+    let wd = sample_workdir();
+    let run = wd.run(&["convert", "input", "-o", "out/events.csv"]);
+    run.assert_code(0);
+    let (first, rest) = run.stderr.split_once(" in ").expect(&run.stderr);
+    assert_eq!(
+        first,
+        "converted 1 object (1406 bytes), 12 records read, 12 rows written, 0 rejected"
+    );
+    assert!(
+        rest.ends_with(" MB/s)\n  outputs: out/events.csv, out/events.avsc\n"),
+        "{rest}"
+    );
+    assert_eq!(wd.files("out"), ["events.avsc", "events.csv"]);
+}
+
+#[test]
+fn verbose_logs_each_object_and_progress_always_draws_a_bar() {
+    let wd = sample_workdir();
+    let run = wd.run(&["convert", "input", "-o", "out/", "-v", "-q"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("personalize-prep: debug: input/useritem/2019/01/10/20/useritem-stream-1-2019-01-10-20-34-04-5c1a8f0e-2b7d-4e6a-9c3f-1d2e3f4a5b6c: 1406 bytes, json (none)\n"),
+        "{}",
+        run.stderr
+    );
+    let quiet = wd.run(&["convert", "input", "-o", "out/", "--progress", "never"]);
+    assert!(!quiet.stderr.contains('\r'));
+    let bar = wd.run(&["convert", "input", "-o", "out/", "--progress", "always"]);
+    bar.assert_code(0);
+    assert!(
+        bar.stderr
+            .starts_with("personalize-prep: progress: 1/1 objects, 12 rows, 1406 bytes\n"),
+        "{}",
+        bar.stderr
+    );
+}
+
+#[test]
+fn schema_command_reads_no_data() {
+    let wd = Workdir::new();
+    let run = wd.run(&[
+        "schema",
+        "--dataset",
+        "items",
+        "--map",
+        "GENRES=genres",
+        "--map",
+        "PRICE=price",
+        "--type",
+        "PRICE=float",
+        "--map",
+        "DESCRIPTION=text",
+        "--textual",
+        "DESCRIPTION",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        run.stdout_text(),
+        r#"{
+  "type": "record",
+  "name": "Items",
+  "namespace": "com.amazonaws.personalize.schema",
+  "fields": [
+    {"name": "ITEM_ID", "type": "string"},
+    {"name": "GENRES", "type": ["null", "string"], "categorical": true},
+    {"name": "PRICE", "type": ["null", "float"]},
+    {"name": "DESCRIPTION", "type": ["null", "string"], "textual": true}
+  ],
+  "version": "1.0"
+}
+"#
+    );
+    let run = wd.run(&[
+        "schema",
+        "--dataset",
+        "users",
+        "--map",
+        "AGE=age",
+        "-o",
+        "users.avsc",
+    ]);
+    run.assert_code(0);
+    assert!(
+        wd.read("users.avsc").contains(
+            "{\"name\": \"AGE\", \"type\": [\"null\", \"string\"], \"categorical\": true}"
+        )
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_before_reading() {
+    let wd = Workdir::new();
+    for (args, want) in [
+        (
+            &["convert", "nowhere", "-o", "out/", "--textual", "X"][..],
+            "personalize-prep: --textual X: textual fields exist only in the items dataset\n",
+        ),
+        (
+            &["convert", "nowhere", "-o", "out/", "--map", "USER_ID"],
+            "personalize-prep: --map USER_ID: expected FIELD=PATH, e.g. --map USER_ID=user.id\n",
+        ),
+        (
+            &["convert", "nowhere", "-o", "out/", "--type", "USER_ID=int"],
+            "personalize-prep: --type USER_ID: USER_ID is a reserved field of interactions with a fixed type\n",
+        ),
+        (
+            &["schema", "--columns", "USER_ID,ITEM_ID"],
+            "personalize-prep: --columns: TIMESTAMP is required in interactions and must be listed\n",
+        ),
+        (
+            &["schema", "--map", "2x=y"],
+            "personalize-prep: --map 2x=y: \"2x\" is not a valid field name (letters, digits and _, not starting with a digit)\n",
+        ),
+    ] {
+        let run = wd.run(args);
+        run.assert_code(2);
+        assert_eq!(run.stderr, want);
+    }
+    let run = wd.run(&["convert", "-o", "out/"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("<SOURCE>..."), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_source_is_a_run_error() {
+    let wd = Workdir::new();
+    let run = wd.run(&["convert", "nowhere", "-o", "out/"]);
+    run.assert_code(1);
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: nowhere: cannot read the source: No such file or directory (os error 2)\n"
+    );
+}
