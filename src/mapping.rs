@@ -1124,6 +1124,99 @@ mod tests {
         );
     }
 
+    /// A small deterministic generator, so the test needs no extra crate.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as usize
+        }
+    }
+
+    fn mapping_for_fuzz() -> Mapping {
+        let mut spec = MappingSpec::new(Dataset::Items);
+        for (f, p) in [
+            ("ITEM_ID", "id"),
+            ("CREATION_TIMESTAMP", "ts"),
+            ("GENRES", "g"),
+            ("PRICE", "n.p"),
+            ("DESC", "d"),
+            ("COUNT", "c"),
+        ] {
+            spec.maps.push((f.into(), p.into()));
+        }
+        spec.textual.push("DESC".into());
+        spec.types.push(("COUNT".into(), AvroType::Int));
+        resolve(&spec, None).unwrap()
+    }
+
+    /// Mutated and truncated inputs never panic, at any chunk size: every
+    /// outcome is rows or an error.
+    #[test]
+    fn no_input_makes_it_panic() {
+        let mapping = mapping_for_fuzz();
+        let seeds: [&[u8]; 3] = [
+            br#"{"id":1,"ts":"2019-01-10T22:34:04.5+01:00","g":["a",null,2,true],"n":{"p":1.5e3},"d":"x\"\u00e9\ud83d\ude00\n","c":7}"#,
+            b"\xEF\xBB\xBF[{\"id\":\"a\",\"ts\":1547159644123,\"g\":\"x|y\",\"c\":-1},\n{\"id\":2.0,\"ts\":\"99\",\"n\":{\"p\":\"7\"}}]",
+            b"{\"id\":\"\xc3\xa9\",\"ts\":1e400}{\"id\":18446744073709551616,\"ts\":-5,\"c\":2147483648}",
+        ];
+        let noise = b"{}[]\\\",:0-1eE.tfnu \n\xff\xc3";
+        let mut rng = Lcg(7);
+        for round in 0..4000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + rng.next() % 4 {
+                let at = rng.next() % (input.len() + 1);
+                match rng.next() % 4 {
+                    0 if at < input.len() => input[at] = noise[rng.next() % noise.len()],
+                    1 => input.insert(at, noise[rng.next() % noise.len()]),
+                    2 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.truncate(at),
+                }
+            }
+            let target = 1 + rng.next() % 64;
+            let mut reader = crate::decode::ChunkReader::new(input.as_slice(), target);
+            while let Ok(Some(chunk)) = reader.next_chunk() {
+                if mapping
+                    .convert_json(&chunk, "fuzz", false, Dialect::Personalize)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The same valid input gives the same rows whatever the chunk size.
+    #[test]
+    fn chunking_never_changes_the_rows() {
+        let mapping = mapping_for_fuzz();
+        let input = br#"{"id":1,"ts":5,"g":["a","b"]} [{"id":"x}{","ts":"1970-01-01T00:00:09Z","d":"q\"\\"},{"id":3,"ts":7}]{"id":4,"ts":8,"n":{"p":0.1}}"#;
+        let rows = |target: usize| {
+            let mut reader = crate::decode::ChunkReader::new(&input[..], target);
+            let mut csv = Vec::new();
+            while let Some(chunk) = reader.next_chunk().unwrap() {
+                let done = mapping
+                    .convert_json(&chunk, "t", false, Dialect::Personalize)
+                    .unwrap();
+                csv.extend(done.csv);
+            }
+            String::from_utf8(csv).unwrap()
+        };
+        let want = r#"1,5,a|b,,,
+x}{,9,,,"q\"\\",
+3,7,,,,
+4,8,,0.1,,
+"#;
+        for target in 1..input.len() + 2 {
+            assert_eq!(rows(target), want, "chunks of {target} bytes");
+        }
+    }
+
     #[test]
     fn infers_the_widest_type() {
         assert_eq!(inferred_type(SEEN_INT), AvroType::Long);
