@@ -469,7 +469,7 @@ fn closest(field: &str, paths: &[String]) -> Vec<String> {
             }
             (score, p)
         })
-        .filter(|(score, p)| *score <= want.len().max(p.len()) / 2)
+        .filter(|(score, _)| *score <= (want.len() / 3).max(1))
         .collect();
     scored.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
     scored.into_iter().take(3).map(|(_, p)| p.clone()).collect()
@@ -721,11 +721,10 @@ impl Mapping {
                 Ok(Some(span)) => span,
                 Ok(None) => break,
                 Err(e) => {
-                    let field = e.key.clone().map(|k| format!("{k:?}"));
                     return Err(Error::record(
                         origin(e.record_start, done.records),
-                        field,
-                        e.message,
+                        None,
+                        e.describe(chunk.base),
                     ));
                 }
             };
@@ -807,6 +806,23 @@ fn number_text(value: Value, buf: &[u8]) -> &str {
     std::str::from_utf8(value.bytes(buf)).unwrap_or("")
 }
 
+/// A number as CSV text: integers with their exact digits, others in the
+/// shortest form that reads back to the same double (`2.50` is `2.5`,
+/// `1e2` is `100`). A number past the double range keeps its digits.
+fn number_csv<'b>(value: Value, buf: &'b [u8], out: &'b mut String) -> &'b str {
+    let raw = number_text(value, buf);
+    if matches!(value.kind, Kind::Num { integer: true }) {
+        return raw;
+    }
+    match raw.parse::<f64>() {
+        Ok(x) if x.is_finite() => {
+            let _ = write!(out, "{x}");
+            out
+        }
+        _ => raw,
+    }
+}
+
 /// An id: a string kept exactly, or an integer without decimals.
 fn id<'b>(
     value: Value,
@@ -874,7 +890,7 @@ fn scalar_or_list<'b>(
 ) -> Result<&'b str, String> {
     match value.kind {
         Kind::Str { .. } => string(value, buf, text, bytes),
-        Kind::Num { .. } => Ok(number_text(value, buf)),
+        Kind::Num { .. } => Ok(number_csv(value, buf, text)),
         Kind::True => Ok("True"),
         Kind::False => Ok("False"),
         Kind::Null => Ok(""),
@@ -882,7 +898,7 @@ fn scalar_or_list<'b>(
         Kind::Array if !join => Err("an array where a single value is required".into()),
         Kind::Array => {
             let body = &buf[value.start..value.end];
-            let elements = json::array_elements(body).map_err(|e| e.message)?;
+            let elements = json::array_elements(body).map_err(|e| e.describe(0))?;
             let mut first = true;
             for elem in elements {
                 let part: String = match elem.kind {
@@ -891,7 +907,7 @@ fn scalar_or_list<'b>(
                         let mut t = String::new();
                         string(elem, body, &mut t, bytes)?.to_string()
                     }
-                    Kind::Num { .. } => number_text(elem, body).to_string(),
+                    Kind::Num { .. } => number_csv(elem, body, &mut String::new()).to_string(),
                     Kind::True => "True".into(),
                     Kind::False => "False".into(),
                     Kind::Array | Kind::Object => {
@@ -1118,10 +1134,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(
-            closest("USER_ID", &paths),
-            ["user", "userid_hash", "detail.user_name"]
-        );
+        assert_eq!(closest("USER_ID", &paths), ["user", "userid_hash"]);
     }
 
     /// A small deterministic generator, so the test needs no extra crate.

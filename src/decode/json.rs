@@ -9,8 +9,6 @@
 //! records the byte span of each selected path (a `Selector`) and skips the
 //! rest. Mapping turns those spans into CSV text later.
 
-use std::fmt;
-
 /// The top-level state at a chunk boundary: between records, or inside a
 /// top-level array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +67,40 @@ pub(crate) struct SyntaxError {
     pub pos: usize,
     /// The top-level key whose value was being read, if any.
     pub key: Option<String>,
+    pub kind: SyntaxKind,
+    /// The reason alone, without position.
     pub message: String,
 }
 
-impl fmt::Display for SyntaxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyntaxKind {
+    /// Bytes that are not JSON.
+    Invalid,
+    /// The input ends inside a record or the top-level array.
+    Truncated,
+    /// Valid JSON, but a top-level value that is not an object.
+    NotAnObject,
+}
+
+impl SyntaxError {
+    /// The full reason for a user, with `base` the stream offset of the
+    /// scanned buffer's first byte.
+    pub fn describe(&self, base: u64) -> String {
+        let in_key = match &self.key {
+            Some(k) => format!(" (reading {k:?})"),
+            None => String::new(),
+        };
+        match self.kind {
+            SyntaxKind::Invalid => format!(
+                "invalid JSON at byte {}{in_key}: {}",
+                base + self.pos as u64,
+                self.message
+            ),
+            SyntaxKind::Truncated => {
+                format!("truncated JSON: the input ends {}{in_key}", self.message)
+            }
+            SyntaxKind::NotAnObject => format!("not a record: {}", self.message),
+        }
     }
 }
 
@@ -293,7 +319,9 @@ impl<'a> Scanner<'a> {
             b'[' => "an array".to_string(),
             _ => describe(b),
         };
-        self.err(&format!("expected a JSON object (a record), found {what}"))
+        let mut e = self.err(&format!("expected a JSON object, found {what}"));
+        e.kind = SyntaxKind::NotAnObject;
+        e
     }
 
     fn skip_ws(&mut self) {
@@ -313,16 +341,14 @@ impl<'a> Scanner<'a> {
             record_start: self.record_start,
             pos: self.pos,
             key,
-            message: format!(
-                "invalid JSON at byte +{}: {message}",
-                self.pos - self.record_start
-            ),
+            kind: SyntaxKind::Invalid,
+            message: message.to_string(),
         }
     }
 
     fn eof(&self, where_: &str) -> SyntaxError {
-        let mut e = self.err("");
-        e.message = format!("truncated JSON: the input ends {where_}");
+        let mut e = self.err(where_);
+        e.kind = SyntaxKind::Truncated;
         e
     }
 
@@ -407,6 +433,9 @@ impl<'a> Scanner<'a> {
                     }
                 }
             }
+            if top {
+                self.key = None;
+            }
             self.skip_ws();
             match self.buf.get(self.pos) {
                 Some(b',') => self.pos += 1,
@@ -429,7 +458,7 @@ impl<'a> Scanner<'a> {
     fn value(&mut self) -> Res<Value> {
         let start = self.pos;
         let Some(&b) = self.buf.get(self.pos) else {
-            return Err(self.eof("where a value should start"));
+            return Err(self.eof("before a value"));
         };
         let kind = match b {
             b'"' => {
@@ -888,7 +917,15 @@ mod tests {
         let e = error(r#"{"a":1}{"b":[1,2"#);
         assert_eq!(e.record_start, 7);
         assert_eq!(e.key.as_deref(), Some("b"));
-        assert_eq!(e.message, "truncated JSON: the input ends inside a record");
+        assert_eq!(
+            e.describe(100),
+            "truncated JSON: the input ends inside a record (reading \"b\")"
+        );
+        let e = error(r#"{"a":1,"#);
+        assert_eq!(
+            e.describe(0),
+            "truncated JSON: the input ends inside a record"
+        );
 
         let e = error("{\"a\":\"\u{e9}\"}{\"a\": \"x\u{1}\"}");
         assert_eq!(e.record_start, 10);
@@ -905,21 +942,21 @@ mod tests {
             .next_record(&sel, &mut caps)
             .unwrap_err();
         assert_eq!(
-            e.message,
-            "invalid JSON at byte +6: invalid UTF-8 in a string"
+            e.describe(10),
+            "invalid JSON at byte 16 (reading \"a\"): invalid UTF-8 in a string"
         );
 
         assert_eq!(
-            error(r#"{"a":01}"#).message,
-            "invalid JSON at byte +6: expected ',' or '}' after a value, found '1'"
+            error(r#"{"a":01}"#).describe(0),
+            "invalid JSON at byte 6: expected ',' or '}' after a value, found '1'"
         );
         assert_eq!(
-            error("5").message,
-            "invalid JSON at byte +0: expected a JSON object (a record), found a number"
+            error("5").describe(0),
+            "not a record: expected a JSON object, found a number"
         );
         assert_eq!(
-            error(r#"{"a":{"b":[1,}]}}"#).message,
-            "invalid JSON at byte +13: expected a value, found '}'"
+            error(r#"{"a":{"b":[1,}]}}"#).describe(0),
+            "invalid JSON at byte 13 (reading \"a\"): expected a value, found '}'"
         );
         let sel = Selector::new(&["a"]);
         let mut caps = vec![Capture::default(); 1];

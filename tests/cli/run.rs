@@ -124,8 +124,8 @@ fn a_failed_run_leaves_the_previous_output_and_no_temporary_file() {
     assert_eq!(wd.files("out"), ["interactions.avsc", "interactions.csv"]);
     assert_eq!(
         run.stderr,
-        "personalize-prep: input/useritem/2019/01/10/21/zz-broken: byte 0: \"ITEM_ID\": \
-         truncated JSON: the input ends where a value should start\n"
+        "personalize-prep: input/useritem/2019/01/10/21/zz-broken: byte 0: \
+         truncated JSON: the input ends before a value (reading \"ITEM_ID\")\n"
     );
 }
 
