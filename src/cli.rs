@@ -8,6 +8,9 @@ Examples:
   # Firehose output (concatenated JSON, no extensions) to one CSV and schema
   personalize-prep convert raw/useritem/ -o out/
 
+  # From S3 to S3 (credentials as the AWS CLI finds them, e.g. AWS_PROFILE)
+  personalize-prep convert s3://raw/useritem/2024/ -o s3://prep/interactions/
+
   # The AWS sample's column order, with explicit source names
   personalize-prep convert raw/ --map USER_ID=user.id --map ITEM_ID=sku \\
       --columns ITEM_ID,USER_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP -o interactions.csv
@@ -53,13 +56,14 @@ pub enum Command {
     Convert(Box<ConvertArgs>),
     /// Print the Avro schema for a dataset and mapping, reading no data.
     #[command(after_long_help = SCHEMA_EXAMPLES)]
-    Schema(SchemaArgs),
+    Schema(Box<SchemaArgs>),
 }
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Files or folders to convert; folders are read recursively in key
-    /// order. Hidden files, _SUCCESS, _temporary/, *.crc and empty files are
+    /// Files, folders or object-store prefixes (s3://, gs://, az://,
+    /// abfs[s]://, file://) to convert, read recursively in key order.
+    /// Hidden files, _SUCCESS, _temporary/, *.crc and empty files are
     /// skipped.
     #[arg(value_name = "SOURCE", required = true, help_heading = "Input")]
     pub sources: Vec<String>,
@@ -72,6 +76,19 @@ pub struct ConvertArgs {
     /// Skip objects whose key under SOURCE matches GLOB (repeatable).
     #[arg(long, value_name = "GLOB", help_heading = "Input")]
     pub exclude: Vec<String>,
+
+    /// Objects fetched from object storage at once (default 8).
+    #[arg(long, value_name = "N", help_heading = "Input")]
+    pub concurrency: Option<usize>,
+
+    /// Pass an object_store option to every store, e.g. aws_region=eu-west-1
+    /// or azure_storage_account_name=acct (repeatable).
+    #[arg(
+        long = "storage-option",
+        value_name = "KEY=VALUE",
+        help_heading = "Input"
+    )]
+    pub storage_options: Vec<String>,
 
     /// Read every object as this format instead of detecting it.
     #[arg(long, value_name = "FORMAT", value_parser = ["json", "parquet", "csv"], help_heading = "Input")]
@@ -90,7 +107,8 @@ pub struct ConvertArgs {
     pub mapping: MappingArgs,
 
     /// Where the CSV goes: a FILE.csv (schema beside it as FILE.avsc), a
-    /// folder (gets <dataset>.csv and <dataset>.avsc), or - for stdout.
+    /// folder or prefix (gets <dataset>.csv and <dataset>.avsc), or - for
+    /// stdout. Local paths and object-store URLs alike.
     #[arg(
         short,
         long,
@@ -113,6 +131,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N", help_heading = "Run")]
     pub threads: Option<usize>,
 
+    /// Bytes per part of a multipart upload (for tests; at least 5 MiB on S3).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub part_bytes: Option<usize>,
+
     /// Bytes of input per decoding chunk (for tests of chunk boundaries).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub chunk_bytes: Option<usize>,
@@ -131,9 +153,18 @@ pub struct SchemaArgs {
     #[command(flatten)]
     pub mapping: MappingArgs,
 
-    /// Write the schema to FILE instead of stdout.
+    /// Write the schema to FILE (a path or an object-store URL) instead of
+    /// stdout.
     #[arg(short, long, value_name = "FILE", help_heading = "Output")]
     pub output: Option<String>,
+
+    /// Pass an object_store option to the store of FILE (repeatable).
+    #[arg(
+        long = "storage-option",
+        value_name = "KEY=VALUE",
+        help_heading = "Output"
+    )]
+    pub storage_options: Vec<String>,
 }
 
 /// Which source values fill which Personalize fields.

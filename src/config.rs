@@ -11,13 +11,69 @@ use crate::error::{Error, Result};
 use crate::mapping::{MappingSpec, TimeUnit};
 use crate::schema::{AvroType, Dataset};
 use crate::sink::csv::Dialect;
-use crate::source::KeyFilter;
+use crate::source::store::StoreUrl;
+use crate::source::{KeyFilter, local_path};
+
+/// A file to write: a local path or an object-store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Local(PathBuf),
+    Url(StoreUrl),
+}
+
+impl Target {
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match StoreUrl::parse(text)? {
+            Some(url) => Target::Url(url),
+            None => Target::Local(local_path(text)),
+        })
+    }
+
+    /// A file named `name` inside this folder or prefix.
+    fn join(&self, name: &str) -> Self {
+        match self {
+            Target::Local(dir) => Target::Local(dir.join(name)),
+            Target::Url(url) => {
+                let mut url = url.clone();
+                let dir = url.key.trim_end_matches('/');
+                url.key = if dir.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                Target::Url(url)
+            }
+        }
+    }
+
+    /// The same file with the `.avsc` extension in place of `.csv`.
+    fn schema_beside(&self) -> Self {
+        match self {
+            Target::Local(path) => Target::Local(path.with_extension("avsc")),
+            Target::Url(url) => {
+                let mut url = url.clone();
+                let stem = url.key.len() - ".csv".len();
+                url.key = format!("{}.avsc", &url.key[..stem]);
+                Target::Url(url)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Local(path) => write!(f, "{}", path.display()),
+            Target::Url(url) => f.write_str(&url.at(&url.key)),
+        }
+    }
+}
 
 /// Where the CSV of a run goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CsvDest {
     Stdout,
-    File(PathBuf),
+    File(Target),
 }
 
 /// A resolved `convert`.
@@ -30,9 +86,15 @@ pub struct ConvertConfig {
     pub mapping: MappingSpec,
     /// `None` only with `--dry-run`.
     pub csv: Option<CsvDest>,
-    pub schema_out: Option<PathBuf>,
+    pub schema_out: Option<Target>,
     pub dialect: Dialect,
     pub threads: usize,
+    /// Objects fetched from object storage at once.
+    pub concurrency: usize,
+    /// `--storage-option` pairs, passed to every store.
+    pub storage_options: Vec<(String, String)>,
+    /// Bytes per part of a multipart upload.
+    pub part_bytes: usize,
     /// Bytes of (decompressed) input per decoding chunk.
     pub chunk_bytes: usize,
     pub dry_run: bool,
@@ -44,11 +106,27 @@ pub struct ConvertConfig {
 #[derive(Debug, Clone)]
 pub struct SchemaConfig {
     pub mapping: MappingSpec,
-    pub output: Option<PathBuf>,
+    pub output: Option<Target>,
+    pub storage_options: Vec<(String, String)>,
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(value: &str) -> Result<T> {
     value.parse().map_err(Error::Usage)
+}
+
+fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "--storage-option {p}: expected KEY=VALUE, e.g. aws_region=eu-west-1"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn mapping_spec(args: &MappingArgs) -> Result<MappingSpec> {
@@ -87,23 +165,24 @@ impl ConvertConfig {
             .transpose()?;
         mapping.check()?;
         let dataset = mapping.dataset;
-        let csv = args.output.as_deref().map(|o| {
-            if o == "-" {
-                CsvDest::Stdout
-            } else if o.to_ascii_lowercase().ends_with(".csv") {
-                CsvDest::File(PathBuf::from(o))
-            } else {
-                CsvDest::File(PathBuf::from(o).join(format!("{dataset}.csv")))
+        let csv = match args.output.as_deref() {
+            None => None,
+            Some("-") => Some(CsvDest::Stdout),
+            Some(o) if o.to_ascii_lowercase().ends_with(".csv") => {
+                Some(CsvDest::File(Target::parse(o)?))
             }
-        });
+            Some(o) => Some(CsvDest::File(
+                Target::parse(o)?.join(&format!("{dataset}.csv")),
+            )),
+        };
         let schema_out = match (&args.schema_out, &csv) {
             (Some(s), _) if s == "-" => {
                 return Err(Error::usage(
                     "--schema-out -: the schema is written to a file; use the schema command to print it",
                 ));
             }
-            (Some(s), _) => Some(PathBuf::from(s)),
-            (None, Some(CsvDest::File(path))) => Some(path.with_extension("avsc")),
+            (Some(s), _) => Some(Target::parse(s)?),
+            (None, Some(CsvDest::File(target))) => Some(target.schema_beside()),
             (None, _) => None,
         };
         if let (Some(CsvDest::File(csv)), Some(schema)) = (&csv, &schema_out)
@@ -111,8 +190,11 @@ impl ConvertConfig {
         {
             return Err(Error::usage(format!(
                 "--schema-out {}: the same path as the CSV",
-                schema.display()
+                schema
             )));
+        }
+        if args.concurrency == Some(0) {
+            return Err(Error::usage("--concurrency must be at least 1"));
         }
         let threads = match args.threads {
             Some(0) => return Err(Error::usage("--threads must be at least 1")),
@@ -135,6 +217,9 @@ impl ConvertConfig {
             schema_out,
             dialect: parse(&args.csv_dialect)?,
             threads,
+            concurrency: args.concurrency.unwrap_or(8),
+            storage_options: storage_options(&args.storage_options)?,
+            part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
             dry_run: args.dry_run,
             progress,
@@ -149,7 +234,8 @@ impl SchemaConfig {
         mapping.check()?;
         Ok(SchemaConfig {
             mapping,
-            output: args.output.as_ref().map(PathBuf::from),
+            output: args.output.as_deref().map(Target::parse).transpose()?,
+            storage_options: storage_options(&args.storage_options)?,
         })
     }
 }

@@ -85,6 +85,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An object-store request failed (after its retries).
+    #[error("{url}: {what}")]
+    Store {
+        url: String,
+        what: String,
+        #[source]
+        source: object_store::Error,
+    },
+
     /// The format of an object is one this version cannot read.
     #[error("{key}: {message}")]
     Unsupported { key: String, message: String },

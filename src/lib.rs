@@ -58,7 +58,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
             let mapping = mapping::resolve(&cfg.mapping, None).map_err(Error::Usage)?;
             let json = mapping.schema(&[]).to_json();
             match &cfg.output {
-                Some(path) => sink::write_atomic(path, json.as_bytes())?,
+                Some(target) => {
+                    pipeline::Io::new(&cfg.storage_options)?.write_small(target, json.as_bytes())?
+                }
                 None => std::io::stdout()
                     .write_all(json.as_bytes())
                     .map_err(|source| Error::Write {

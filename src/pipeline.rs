@@ -11,21 +11,192 @@
 //! the chunks in flight, so memory depends on the chunk size and thread
 //! count, never on the input size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{ConvertConfig, CsvDest};
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::runtime::Handle;
+
+use crate::config::{ConvertConfig, CsvDest, Target};
 use crate::decode::json::{Scanner, Selector};
 use crate::decode::{self, Chunk, ChunkReader, Compression, Format};
 use crate::error::{Error, Result};
 use crate::mapping::{self, Converted, FirstRecord, Mapping};
 use crate::progress::Progress;
 use crate::schema::Schema;
-use crate::sink::{self, AtomicFile, CsvOut};
-use crate::source::{self, Object};
+use crate::sink::{self, AtomicFile, CsvOut, Upload};
+use crate::source::store::Stores;
+use crate::source::{self, Location, Object};
+
+/// The asynchronous side of a run: a small tokio runtime for object-store
+/// requests, and the stores it has built.
+pub(crate) struct Io {
+    rt: tokio::runtime::Runtime,
+    stores: Stores,
+}
+
+impl Io {
+    pub fn new(storage_options: &[(String, String)]) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("io")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Read {
+                key: "the I/O runtime".into(),
+                what: "cannot start".into(),
+                source,
+            })?;
+        let env = std::env::vars().collect();
+        Ok(Io {
+            rt,
+            stores: Stores::new(storage_options.to_vec(), env),
+        })
+    }
+
+    pub fn handle(&self) -> &Handle {
+        self.rt.handle()
+    }
+
+    fn list(&self, cfg: &ConvertConfig) -> Result<Vec<Object>> {
+        self.rt
+            .block_on(source::list(&cfg.sources, &cfg.filter, &self.stores))
+    }
+
+    /// Opens the CSV output: a hidden local file, an upload, or stdout.
+    fn csv_out(&self, dest: &CsvDest, part_bytes: usize) -> Result<CsvOut> {
+        Ok(match dest {
+            CsvDest::Stdout => CsvOut::Stdout(io::BufWriter::with_capacity(1 << 20, io::stdout())),
+            CsvDest::File(Target::Local(path)) => CsvOut::File(AtomicFile::create(path)?),
+            CsvDest::File(Target::Url(url)) => {
+                let store = self.rt.block_on(self.stores.get(url))?;
+                let path = object_store::path::Path::from(url.key.as_str());
+                CsvOut::Upload(Upload::start(
+                    self.handle(),
+                    store,
+                    &path,
+                    url.at(&url.key),
+                    part_bytes,
+                )?)
+            }
+        })
+    }
+
+    /// Writes a small file (a schema) atomically, locally or to a store.
+    pub fn write_small(&self, target: &Target, bytes: &[u8]) -> Result<()> {
+        match target {
+            Target::Local(path) => sink::write_atomic(path, bytes),
+            Target::Url(url) => {
+                let store = self.rt.block_on(self.stores.get(url))?;
+                let path = object_store::path::Path::from(url.key.as_str());
+                sink::put_object(
+                    self.handle(),
+                    store.as_ref(),
+                    &path,
+                    &url.at(&url.key),
+                    bytes.to_vec(),
+                )
+            }
+        }
+    }
+}
+
+/// Fetches remote objects ahead of the reader, `ahead` at a time, each into
+/// a bounded channel, so that the next objects are on their way while one
+/// is decoded and memory stays bounded.
+struct Prefetch<'a> {
+    objects: &'a [Object],
+    handle: Handle,
+    ahead: usize,
+    started: VecDeque<(usize, tokio::sync::mpsc::Receiver<io::Result<Bytes>>)>,
+    next: usize,
+}
+
+impl<'a> Prefetch<'a> {
+    fn new(objects: &'a [Object], handle: &Handle, ahead: usize) -> Self {
+        Prefetch {
+            objects,
+            handle: handle.clone(),
+            ahead: ahead.max(1),
+            started: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// The raw bytes of object `index`; objects are opened in order.
+    fn open(&mut self, index: usize) -> Result<Box<dyn Read + Send>> {
+        let object = &self.objects[index];
+        if self.next <= index {
+            self.next = index;
+        }
+        while self.next < self.objects.len() && self.next < index + self.ahead {
+            if let Location::Remote { store, path } = &self.objects[self.next].location {
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                let (store, path) = (Arc::clone(store), path.clone());
+                self.handle.spawn(async move {
+                    match store.get(&path).await {
+                        Err(e) => {
+                            let _ = tx.send(Err(io::Error::other(e))).await;
+                        }
+                        Ok(got) => {
+                            let mut body = got.into_stream();
+                            while let Some(item) = body.next().await {
+                                let failed = item.is_err();
+                                if tx.send(item.map_err(io::Error::other)).await.is_err() || failed
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                self.started.push_back((self.next, rx));
+            }
+            self.next += 1;
+        }
+        match &object.location {
+            Location::Local(path) => object.open_local(path),
+            Location::Remote { .. } => {
+                while let Some((i, rx)) = self.started.pop_front() {
+                    if i == index {
+                        return Ok(Box::new(ChannelReader {
+                            rx,
+                            current: Bytes::new(),
+                        }));
+                    }
+                }
+                unreachable!("remote objects are opened in order")
+            }
+        }
+    }
+}
+
+/// A blocking `Read` over the body chunks a fetch task sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
 
 /// What a finished run did, for the closing summary.
 #[derive(Debug)]
@@ -46,18 +217,18 @@ struct Opened {
     stream: Box<dyn Read + Send>,
 }
 
-fn open(object: &Object, cfg: &ConvertConfig) -> Result<Opened> {
+fn open(object: &Object, raw: Box<dyn Read + Send>, cfg: &ConvertConfig) -> Result<Opened> {
     let read_err = |what: &str, source| Error::Read {
         key: object.name.clone(),
         what: what.to_string(),
         source,
     };
-    let mut raw = object.open()?;
+    let mut raw = raw;
     let head = peek(&mut raw, 4).map_err(|e| read_err("cannot read", e))?;
     let compression = cfg
         .compression
         .unwrap_or_else(|| decode::detect_compression(&object.key, &head));
-    let raw: Box<dyn Read + Send> = Box::new(io::Cursor::new(head).chain(raw));
+    let raw: Box<dyn Read + Send> = Box::new(Read::chain(io::Cursor::new(head), raw));
     let mut stream = decode::decompress(raw, compression)
         .map_err(|e| read_err("cannot start decompressing", e))?;
     let head = peek(&mut stream, 1024)
@@ -68,7 +239,7 @@ fn open(object: &Object, cfg: &ConvertConfig) -> Result<Opened> {
     Ok(Opened {
         compression,
         format,
-        stream: Box::new(io::Cursor::new(head).chain(stream)),
+        stream: Box::new(Read::chain(io::Cursor::new(head), stream)),
     })
 }
 
@@ -107,7 +278,9 @@ enum Done {
 
 /// Lists what would be converted and the resolved mapping (`--dry-run`).
 pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
-    let objects = source::list(&cfg.sources, &cfg.filter)?;
+    let io = Io::new(&cfg.storage_options)?;
+    let objects = io.list(cfg)?;
+    let mut prefetch = Prefetch::new(&objects, io.handle(), 1);
     let total: u64 = objects.iter().map(|o| o.size).sum();
     let mut text = format!(
         "{} object{}, {total} bytes\n",
@@ -115,8 +288,8 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
         if objects.len() == 1 { "" } else { "s" }
     );
     let mut first = None;
-    for object in &objects {
-        let opened = open(object, cfg)?;
+    for (index, object) in objects.iter().enumerate() {
+        let opened = open(object, prefetch.open(index)?, cfg)?;
         let enc = match opened.compression {
             Compression::None => opened.format.to_string(),
             c => format!("{} ({})", opened.format, c.name()),
@@ -187,12 +360,12 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
 fn output_names(cfg: &ConvertConfig) -> Vec<String> {
     let mut names = Vec::new();
     match &cfg.csv {
-        Some(CsvDest::File(p)) => names.push(p.display().to_string()),
+        Some(CsvDest::File(t)) => names.push(t.to_string()),
         Some(CsvDest::Stdout) => names.push("<stdout>".to_string()),
         None => {}
     }
     if let Some(s) = &cfg.schema_out {
-        names.push(s.display().to_string());
+        names.push(s.to_string());
     }
     names
 }
@@ -211,13 +384,12 @@ fn resolve(cfg: &ConvertConfig, first: Option<(&str, u64, &FirstRecord)>) -> Res
 /// Converts every object into one CSV and its schema.
 pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     let started = Instant::now();
-    let objects = source::list(&cfg.sources, &cfg.filter)?;
+    let io = Io::new(&cfg.storage_options)?;
+    let objects = io.list(cfg)?;
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
     log::debug!("{} objects, {total_bytes} bytes", objects.len());
-    let mut csv = match cfg.csv.as_ref().expect("convert has an output") {
-        CsvDest::Stdout => CsvOut::Stdout(io::BufWriter::with_capacity(1 << 20, io::stdout())),
-        CsvDest::File(path) => CsvOut::File(AtomicFile::create(path)?),
-    };
+    let dest = cfg.csv.as_ref().expect("convert has an output");
+    let mut csv = io.csv_out(dest, cfg.part_bytes)?;
     let progress = Progress::new(cfg.progress, objects.len() as u64, total_bytes);
     let mapping: Arc<OnceLock<Arc<Mapping>>> = Arc::new(OnceLock::new());
     let pool = rayon::ThreadPoolBuilder::new()
@@ -234,8 +406,18 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         let reader_mapping = Arc::clone(&mapping);
         let objects = &objects;
         let pool = &pool;
+        let handle = io.handle();
         scope.spawn(move || {
-            read_all(cfg, objects, pool, &reader_mapping, &permit_tx, &done_tx);
+            let mut prefetch = Prefetch::new(objects, handle, cfg.concurrency);
+            read_all(
+                cfg,
+                objects,
+                &mut prefetch,
+                pool,
+                &reader_mapping,
+                &permit_tx,
+                &done_tx,
+            );
         });
         write_all(
             done_rx, permit_rx, &mapping, &mut csv, &mut stats, &progress, objects,
@@ -248,8 +430,8 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     if !stats.header_written {
         write_header(&mut csv, &schema)?;
     }
-    if let Some(path) = &cfg.schema_out {
-        sink::write_atomic(path, schema.to_json().as_bytes())?;
+    if let Some(target) = &cfg.schema_out {
+        io.write_small(target, schema.to_json().as_bytes())?;
     }
     csv.commit()?;
     let mut warnings = mapping.warnings.clone();
@@ -280,6 +462,7 @@ fn write_header(csv: &mut CsvOut, schema: &Schema) -> Result<()> {
 fn read_all(
     cfg: &ConvertConfig,
     objects: &[Object],
+    prefetch: &mut Prefetch,
     pool: &rayon::ThreadPool,
     mapping: &OnceLock<Arc<Mapping>>,
     permits: &mpsc::SyncSender<()>,
@@ -318,7 +501,7 @@ fn read_all(
         true
     };
     for (index, object) in objects.iter().enumerate() {
-        let opened = match open(object, cfg) {
+        let opened = match prefetch.open(index).and_then(|raw| open(object, raw, cfg)) {
             Ok(o) => o,
             Err(e) => return fail(seq, index, e),
         };

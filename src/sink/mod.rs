@@ -4,15 +4,26 @@
 //! name, flushed and synced, and renamed only when the whole run succeeded;
 //! a failed run removes it, so no visible partial file ever exists. A killed
 //! run may leave its hidden file behind: the next run into the same place
-//! removes it.
+//! removes it. An object-store output is a multipart upload, completed only
+//! when the run succeeded and aborted otherwise, so no partial object ever
+//! appears and an existing object is left as it was.
 
 pub mod csv;
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
+
+/// Part uploads in flight at once: with 8 MiB parts, at most 32 MiB of
+/// output is buffered for upload.
+const UPLOADS_IN_FLIGHT: usize = 4;
 
 /// The marker in our temporary file names, so leftovers can be recognised.
 const TMP_MARK: &str = ".personalize-prep-tmp-";
@@ -93,9 +104,78 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A multipart upload that becomes an object only on `commit`; dropped
+/// before that, it is aborted.
+pub(crate) struct Upload {
+    url: String,
+    handle: Handle,
+    writer: Option<WriteMultipart>,
+}
+
+impl Upload {
+    pub fn start(
+        handle: &Handle,
+        store: Arc<dyn ObjectStore>,
+        path: &StorePath,
+        url: String,
+        part_bytes: usize,
+    ) -> Result<Self> {
+        let upload = handle
+            .block_on(store.put_multipart(path))
+            .map_err(|source| Error::Store {
+                url: url.clone(),
+                what: "cannot start the upload".into(),
+                source,
+            })?;
+        Ok(Upload {
+            url,
+            handle: handle.clone(),
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, part_bytes)),
+        })
+    }
+
+    fn error(&self, source: object_store::Error) -> Error {
+        Error::Store {
+            url: self.url.clone(),
+            what: "cannot upload".into(),
+            source,
+        }
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let writer = self.writer.as_mut().expect("written before commit");
+        self.handle
+            .block_on(async {
+                writer.wait_for_capacity(UPLOADS_IN_FLIGHT).await?;
+                writer.write(bytes);
+                Ok(())
+            })
+            .map_err(|e| self.error(e))
+    }
+
+    pub fn commit(mut self) -> Result<()> {
+        let writer = self.writer.take().expect("committed once");
+        self.handle
+            .block_on(writer.finish())
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take()
+            && let Err(e) = self.handle.block_on(writer.abort())
+        {
+            log::warn!("{}: cannot abort the unfinished upload: {e}", self.url);
+        }
+    }
+}
+
 /// Where the CSV goes.
 pub(crate) enum CsvOut {
     File(AtomicFile),
+    Upload(Upload),
     Stdout(BufWriter<io::Stdout>),
 }
 
@@ -103,6 +183,7 @@ impl CsvOut {
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         match self {
             CsvOut::File(f) => f.write_all(bytes),
+            CsvOut::Upload(u) => u.write_all(bytes),
             CsvOut::Stdout(out) => out.write_all(bytes).map_err(stdout_error),
         }
     }
@@ -110,6 +191,7 @@ impl CsvOut {
     pub fn commit(self) -> Result<()> {
         match self {
             CsvOut::File(f) => f.commit(),
+            CsvOut::Upload(u) => u.commit(),
             CsvOut::Stdout(mut out) => out.flush().map_err(stdout_error),
         }
     }
@@ -128,4 +210,22 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
     file.write_all(bytes)?;
     file.commit()
+}
+
+/// Writes a small object in one request (atomic on every store).
+pub(crate) fn put_object(
+    handle: &Handle,
+    store: &dyn ObjectStore,
+    path: &StorePath,
+    url: &str,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    handle
+        .block_on(store.put(path, bytes.into()))
+        .map(|_| ())
+        .map_err(|source| Error::Store {
+            url: url.to_string(),
+            what: "cannot write".into(),
+            source,
+        })
 }

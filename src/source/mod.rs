@@ -1,33 +1,51 @@
 //! Listing and reading source objects.
 //!
-//! A SOURCE is a file or a folder (later also an object-store prefix). A
-//! folder is listed recursively and sorted by the whole key, so the row order
-//! of a run never depends on the file system. What Spark, Hadoop and
-//! Firehose leave beside the data (hidden files, `_SUCCESS`, `_temporary/`,
-//! `*.crc`) and empty objects are skipped.
+//! A SOURCE is a file, a folder, or an object-store prefix (`store`). A
+//! folder or prefix is listed recursively and sorted by the whole key, so
+//! the row order of a run never depends on the file system or the store.
+//! What Spark, Hadoop and Firehose leave beside the data (hidden files,
+//! `_SUCCESS`, `_temporary/`, `*.crc`) and empty objects are skipped.
+
+pub mod store;
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
 
 use crate::error::{Error, Result};
+use store::{StoreUrl, Stores};
+
+/// Where an object's bytes are.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Local(PathBuf),
+    Remote {
+        store: Arc<dyn ObjectStore>,
+        path: StorePath,
+    },
+}
 
 /// One object to convert.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Object {
-    /// How errors and logs name it: the SOURCE as given plus the key under it.
+    /// How errors and logs name it: the SOURCE as given plus the key under
+    /// it, or the object's URL.
     pub name: String,
     /// The key under its SOURCE, which `--include`/`--exclude` match.
     pub key: String,
-    pub path: PathBuf,
     pub size: u64,
+    pub location: Location,
 }
 
 impl Object {
-    pub(crate) fn open(&self) -> Result<Box<dyn Read + Send>> {
-        let file = fs::File::open(&self.path).map_err(|source| Error::Read {
+    /// Opens a local object; remote objects are fetched by the pipeline.
+    pub(crate) fn open_local(&self, path: &Path) -> Result<Box<dyn Read + Send>> {
+        let file = fs::File::open(path).map_err(|source| Error::Read {
             key: self.name.clone(),
             what: "cannot open".into(),
             source,
@@ -79,10 +97,28 @@ fn is_skipped(segment: &str) -> bool {
 }
 
 /// Lists every SOURCE in the order given, each in key order.
-pub fn list(sources: &[String], filter: &KeyFilter) -> Result<Vec<Object>> {
+pub async fn list(sources: &[String], filter: &KeyFilter, stores: &Stores) -> Result<Vec<Object>> {
     let mut all = Vec::new();
     for source in sources {
-        let local = local_path(source)?;
+        if let Some(url) = StoreUrl::parse(source)? {
+            let store = stores.get(&url).await?;
+            for (key, meta) in store::list(stores, &url).await? {
+                if meta.size == 0 || key.split('/').any(is_skipped) || !filter.accepts(&key) {
+                    continue;
+                }
+                all.push(Object {
+                    name: url.at(meta.location.as_ref()),
+                    key,
+                    size: meta.size,
+                    location: Location::Remote {
+                        store: Arc::clone(&store),
+                        path: meta.location,
+                    },
+                });
+            }
+            continue;
+        }
+        let local = local_path(source);
         let meta = fs::metadata(&local).map_err(|e| Error::Read {
             key: source.clone(),
             what: "cannot read the source".into(),
@@ -115,8 +151,8 @@ pub fn list(sources: &[String], filter: &KeyFilter) -> Result<Vec<Object>> {
             all.push(Object {
                 name,
                 key,
-                path,
                 size,
+                location: Location::Local(path),
             });
         }
     }
@@ -124,17 +160,8 @@ pub fn list(sources: &[String], filter: &KeyFilter) -> Result<Vec<Object>> {
 }
 
 /// The local path of a SOURCE given as a path or a `file://` URL.
-fn local_path(source: &str) -> Result<PathBuf> {
-    if let Some(rest) = source.strip_prefix("file://") {
-        return Ok(PathBuf::from(rest));
-    }
-    if let Some((scheme, _)) = source.split_once("://") {
-        return Err(Error::usage(format!(
-            "{source}: {scheme}:// sources are not supported by this version; \
-             copy the objects to a local folder first"
-        )));
-    }
-    Ok(PathBuf::from(source))
+pub(crate) fn local_path(source: &str) -> PathBuf {
+    PathBuf::from(source.strip_prefix("file://").unwrap_or(source))
 }
 
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u64)>) -> io::Result<()> {
@@ -183,8 +210,12 @@ mod tests {
             fs::write(p, body).unwrap();
         }
         let src = root.to_string_lossy().into_owned();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let stores = Stores::new(Vec::new(), Vec::new());
         let keys = |filter: &KeyFilter| -> Vec<String> {
-            list(std::slice::from_ref(&src), filter)
+            rt.block_on(list(std::slice::from_ref(&src), filter, &stores))
                 .unwrap()
                 .into_iter()
                 .map(|o| o.key)
