@@ -90,6 +90,20 @@ pub struct ConvertArgs {
     )]
     pub storage_options: Vec<String>,
 
+    /// Retries of a failed object-store request (throttling, 5xx, dropped
+    /// connections), with exponential backoff.
+    #[arg(long, value_name = "N", default_value_t = 10, help_heading = "Input")]
+    pub retries: usize,
+
+    /// Give up retrying a request after this many seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 180,
+        help_heading = "Input"
+    )]
+    pub retry_timeout: u64,
+
     /// Read every object as this format instead of detecting it.
     #[arg(long, value_name = "FORMAT", value_parser = ["json", "parquet", "csv"], help_heading = "Input")]
     pub format: Option<String>,

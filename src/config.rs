@@ -93,6 +93,9 @@ pub struct ConvertConfig {
     pub concurrency: usize,
     /// `--storage-option` pairs, passed to every store.
     pub storage_options: Vec<(String, String)>,
+    /// Retries of a failed object-store request, and how long to keep trying.
+    pub retries: usize,
+    pub retry_timeout: std::time::Duration,
     /// Bytes per part of a multipart upload.
     pub part_bytes: usize,
     /// Bytes of (decompressed) input per decoding chunk.
@@ -219,6 +222,8 @@ impl ConvertConfig {
             threads,
             concurrency: args.concurrency.unwrap_or(8),
             storage_options: storage_options(&args.storage_options)?,
+            retries: args.retries,
+            retry_timeout: std::time::Duration::from_secs(args.retry_timeout),
             part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
             dry_run: args.dry_run,

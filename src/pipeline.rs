@@ -42,6 +42,14 @@ pub(crate) struct Io {
 
 impl Io {
     pub fn new(storage_options: &[(String, String)]) -> Result<Self> {
+        Self::with_retries(storage_options, 10, Duration::from_secs(180))
+    }
+
+    pub fn with_retries(
+        storage_options: &[(String, String)],
+        retries: usize,
+        retry_timeout: Duration,
+    ) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("io")
@@ -55,7 +63,7 @@ impl Io {
         let env = std::env::vars().collect();
         Ok(Io {
             rt,
-            stores: Stores::new(storage_options.to_vec(), env),
+            stores: Stores::new(storage_options.to_vec(), env).with_retries(retries, retry_timeout),
         })
     }
 
@@ -278,7 +286,7 @@ enum Done {
 
 /// Lists what would be converted and the resolved mapping (`--dry-run`).
 pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
-    let io = Io::new(&cfg.storage_options)?;
+    let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
     let objects = io.list(cfg)?;
     let mut prefetch = Prefetch::new(&objects, io.handle(), 1);
     let total: u64 = objects.iter().map(|o| o.size).sum();
@@ -384,7 +392,7 @@ fn resolve(cfg: &ConvertConfig, first: Option<(&str, u64, &FirstRecord)>) -> Res
 /// Converts every object into one CSV and its schema.
 pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     let started = Instant::now();
-    let io = Io::new(&cfg.storage_options)?;
+    let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
     let objects = io.list(cfg)?;
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
     log::debug!("{} objects, {total_bytes} bytes", objects.len());

@@ -20,7 +20,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as StorePath;
-use object_store::{CredentialProvider, ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{CredentialProvider, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -87,6 +87,7 @@ fn percent_decode(s: &str) -> String {
 /// Builds and caches one store per bucket or container.
 pub struct Stores {
     options: Vec<(String, String)>,
+    retry: RetryConfig,
     env: Vec<(String, String)>,
     cache: tokio::sync::Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
@@ -97,9 +98,17 @@ impl Stores {
     pub fn new(options: Vec<(String, String)>, env: Vec<(String, String)>) -> Self {
         Stores {
             options,
+            retry: RetryConfig::default(),
             env,
             cache: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Retries of failed requests: `retries` at most, within `timeout`.
+    pub fn with_retries(mut self, retries: usize, timeout: Duration) -> Self {
+        self.retry.max_retries = retries;
+        self.retry.retry_timeout = timeout;
+        self
     }
 
     fn env_with_prefix(&self, prefix: &str) -> impl Iterator<Item = (String, &str)> {
@@ -132,7 +141,9 @@ impl Stores {
         let root = url.root.as_str();
         let store: Arc<dyn ObjectStore> = match url.url.scheme() {
             "s3" | "s3a" => {
-                let mut b = AmazonS3Builder::new().with_url(root);
+                let mut b = AmazonS3Builder::new()
+                    .with_url(root)
+                    .with_retry(self.retry.clone());
                 for (k, v) in self.env_with_prefix("AWS_") {
                     if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
                         b = b.with_config(key, v);
@@ -169,7 +180,9 @@ impl Stores {
                 Arc::new(b.build().map_err(fail)?)
             }
             "gs" => {
-                let mut b = GoogleCloudStorageBuilder::new().with_url(root);
+                let mut b = GoogleCloudStorageBuilder::new()
+                    .with_url(root)
+                    .with_retry(self.retry.clone());
                 for (k, v) in self.env_with_prefix("GOOGLE_") {
                     if let Ok(key) = k.parse::<GoogleConfigKey>() {
                         b = b.with_config(key, v);
@@ -186,7 +199,9 @@ impl Stores {
                 Arc::new(b.build().map_err(fail)?)
             }
             _ => {
-                let mut b = MicrosoftAzureBuilder::new().with_url(url.url.as_str());
+                let mut b = MicrosoftAzureBuilder::new()
+                    .with_url(url.url.as_str())
+                    .with_retry(self.retry.clone());
                 for (k, v) in self.env_with_prefix("AZURE_") {
                     if let Ok(key) = k.parse::<AzureConfigKey>() {
                         b = b.with_config(key, v);

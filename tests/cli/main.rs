@@ -3,5 +3,7 @@
 
 mod fixtures;
 mod help;
+mod objstore;
+mod proxy;
 mod run;
 mod workdir;
