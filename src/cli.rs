@@ -108,6 +108,11 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "FORMAT", value_parser = ["json", "parquet", "csv"], help_heading = "Input")]
     pub format: Option<String>,
 
+    /// Field delimiter of CSV sources (default: detected from the header
+    /// line among , tab | ;). `\t` or `tab` for a tab.
+    #[arg(long, value_name = "C", help_heading = "Input")]
+    pub delimiter: Option<String>,
+
     /// Read every object with this compression instead of detecting it.
     #[arg(long, value_name = "C", value_parser = ["none", "gzip", "zstd"], help_heading = "Input")]
     pub compression: Option<String>,

@@ -83,6 +83,8 @@ pub struct ConvertConfig {
     pub filter: KeyFilter,
     pub format: Option<Format>,
     pub compression: Option<Compression>,
+    /// The delimiter of CSV sources, when not detected.
+    pub delimiter: Option<u8>,
     pub mapping: MappingSpec,
     /// `None` only with `--dry-run`.
     pub csv: Option<CsvDest>,
@@ -115,6 +117,16 @@ pub struct SchemaConfig {
 
 fn parse<T: std::str::FromStr<Err = String>>(value: &str) -> Result<T> {
     value.parse().map_err(Error::Usage)
+}
+
+fn delimiter(text: &str) -> Result<u8> {
+    match text {
+        "\\t" | "\t" | "tab" => Ok(b'\t'),
+        _ if text.len() == 1 && text.is_ascii() && text != "\"" => Ok(text.as_bytes()[0]),
+        _ => Err(Error::usage(format!(
+            "--delimiter {text:?}: expected one ASCII character (or tab)"
+        ))),
+    }
 }
 
 fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
@@ -215,6 +227,7 @@ impl ConvertConfig {
             filter: KeyFilter::new(&args.include, &args.exclude)?,
             format: args.format.as_deref().map(parse).transpose()?,
             compression: args.compression.as_deref().map(parse).transpose()?,
+            delimiter: args.delimiter.as_deref().map(delimiter).transpose()?,
             mapping,
             csv,
             schema_out,

@@ -23,8 +23,9 @@ use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
 
 use crate::config::{ConvertConfig, CsvDest, Target};
+use crate::decode::csv::{self, Header};
 use crate::decode::json::{Scanner, Selector};
-use crate::decode::{self, Chunk, ChunkReader, Compression, Format};
+use crate::decode::{self, Boundaries, Chunk, ChunkReader, Compression, Format};
 use crate::error::{Error, Result};
 use crate::mapping::{self, Converted, FirstRecord, Mapping};
 use crate::progress::Progress;
@@ -258,9 +259,95 @@ fn peek(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// The first record of a chunk, for matching reserved fields by name.
-/// `Err` when the chunk starts with malformed JSON.
-fn first_record(chunk: &Chunk) -> std::result::Result<Option<FirstRecord>, ()> {
+/// How the chunks of one object are decoded.
+#[derive(Clone)]
+enum Decoder {
+    Json,
+    Csv(Arc<Header>),
+}
+
+/// One object's chunks, with its decoder: for CSV the header is read from
+/// the first chunk and cut off it.
+struct ObjectReader<'a> {
+    object: &'a Object,
+    format: Format,
+    decompressed: bool,
+    reader: ChunkReader<Box<dyn Read + Send>>,
+    decoder: Option<Decoder>,
+}
+
+impl<'a> ObjectReader<'a> {
+    fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig) -> Self {
+        let boundaries = Boundaries::for_format(opened.format);
+        ObjectReader {
+            object,
+            format: opened.format,
+            decompressed: opened.compression != Compression::None,
+            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
+            decoder: None,
+        }
+    }
+
+    /// The next chunk and how to decode it. After an error the object
+    /// cannot be read further.
+    fn next_chunk(&mut self, cfg: &ConvertConfig) -> Result<Option<(Decoder, Chunk)>> {
+        let at = |offset: u64| {
+            if self.decompressed {
+                format!("byte {offset} of the decompressed stream")
+            } else {
+                format!("byte {offset}")
+            }
+        };
+        let mut chunk = match self.reader.next_chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let error = Error::Read {
+                    key: self.object.name.clone(),
+                    what: format!("cannot read at {}", at(e.offset)),
+                    source: e.error,
+                };
+                return Err(error);
+            }
+        };
+        if self.decoder.is_none() {
+            self.decoder = Some(match self.format {
+                Format::Csv => match csv::read_header(&chunk.bytes, cfg.delimiter, true) {
+                    Ok(Some((header, end))) => {
+                        chunk.bytes.drain(..end);
+                        chunk.base += end as u64;
+                        Decoder::Csv(header)
+                    }
+                    // Nothing but blanks: no header, no rows.
+                    Ok(None) => Decoder::Csv(Arc::new(Header {
+                        names: Vec::new(),
+                        delimiter: b',',
+                    })),
+                    Err(reason) => {
+                        let origin = crate::error::Origin {
+                            key: self.object.name.clone(),
+                            offset: chunk.base,
+                            row: 0,
+                            decompressed: self.decompressed,
+                        };
+                        return Err(Error::record(origin, None, reason));
+                    }
+                },
+                _ => Decoder::Json,
+            });
+        }
+        let decoder = self.decoder.clone().expect("set above");
+        Ok(Some((decoder, chunk)))
+    }
+}
+
+/// The first record of a chunk, for matching reserved fields by name: a CSV
+/// header's names, or the first JSON object's keys. `Err` when the chunk
+/// starts with malformed JSON.
+fn first_record(decoder: &Decoder, chunk: &Chunk) -> std::result::Result<Option<FirstRecord>, ()> {
+    if let Decoder::Csv(header) = decoder {
+        return Ok((!header.names.is_empty()).then(|| FirstRecord::from_names(&header.names)));
+    }
     let selector = Selector::default();
     let mut scanner = Scanner::new(&chunk.bytes, chunk.top);
     match scanner.next_record(&selector, &mut []) {
@@ -306,14 +393,10 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
             "  {}  {} bytes  {enc}\n",
             object.name, object.size
         ));
-        if first.is_none() && opened.format == Format::Json {
-            let mut reader = ChunkReader::new(opened.stream, cfg.chunk_bytes);
-            while let Some(chunk) = reader.next_chunk().map_err(|e| Error::Read {
-                key: object.name.clone(),
-                what: format!("cannot read at byte {}", e.offset),
-                source: e.error,
-            })? {
-                if let Ok(Some(rec)) = first_record(&chunk) {
+        if first.is_none() && opened.format != Format::Parquet {
+            let mut reader = ObjectReader::new(object, opened, cfg);
+            while let Some((decoder, chunk)) = reader.next_chunk(cfg)? {
+                if let Ok(Some(rec)) = first_record(&decoder, &chunk) {
                     first = Some((object.name.clone(), chunk.base, rec));
                     break;
                 }
@@ -478,12 +561,12 @@ fn read_all(
 ) {
     let mut seq = 0u64;
     // Chunks without a record, held until the mapping is resolved.
-    let mut held: Vec<(usize, Chunk, bool)> = Vec::new();
+    let mut held: Vec<(usize, Decoder, Chunk, bool)> = Vec::new();
     let fail = |seq: u64, object: usize, error: Error| {
         let _ = permits.send(());
         let _ = done.send((seq, Done::Failed { object, error }));
     };
-    let dispatch = |seq: u64, index: usize, chunk: Chunk, decompressed: bool| -> bool {
+    let dispatch = |seq: u64, index: usize, decoder: Decoder, chunk: Chunk, decompressed: bool| {
         if permits.send(()).is_err() {
             return false;
         }
@@ -493,7 +576,13 @@ fn read_all(
         let dialect = cfg.dialect;
         pool.spawn(move || {
             let last = chunk.last;
-            let out = match mapping.convert_json(&chunk, &name, decompressed, dialect) {
+            let converted = match &decoder {
+                Decoder::Json => mapping.convert_json(&chunk, &name, decompressed, dialect),
+                Decoder::Csv(header) => {
+                    mapping.convert_csv(&chunk, header, &name, decompressed, dialect)
+                }
+            };
+            let out = match converted {
                 Ok(converted) => Done::Rows {
                     object: index,
                     converted,
@@ -520,38 +609,23 @@ fn read_all(
             opened.format,
             opened.compression.name()
         );
-        if opened.format != Format::Json {
+        if opened.format == Format::Parquet {
             let error = Error::Unsupported {
                 key: object.name.clone(),
-                message: format!(
-                    "{} sources are not supported by this version yet; only the JSON family is",
-                    opened.format
-                ),
+                message: "parquet sources are not supported by this version yet".into(),
             };
             return fail(seq, index, error);
         }
         let decompressed = opened.compression != Compression::None;
-        let mut reader = ChunkReader::new(opened.stream, cfg.chunk_bytes);
+        let mut reader = ObjectReader::new(object, opened, cfg);
         loop {
-            let chunk = match reader.next_chunk() {
-                Ok(Some(chunk)) => chunk,
+            let (decoder, chunk) = match reader.next_chunk(cfg) {
+                Ok(Some(next)) => next,
                 Ok(None) => break,
-                Err(e) => {
-                    let at = if decompressed {
-                        format!("byte {} of the decompressed stream", e.offset)
-                    } else {
-                        format!("byte {}", e.offset)
-                    };
-                    let error = Error::Read {
-                        key: object.name.clone(),
-                        what: format!("cannot read at {at}"),
-                        source: e.error,
-                    };
-                    return fail(seq, index, error);
-                }
+                Err(error) => return fail(seq, index, error),
             };
             if mapping.get().is_none() {
-                match first_record(&chunk) {
+                match first_record(&decoder, &chunk) {
                     Ok(Some(first)) => {
                         match resolve(cfg, Some((&object.name, chunk.base, &first))) {
                             Ok(m) => {
@@ -565,18 +639,18 @@ fn read_all(
                         let _ = mapping.set(Arc::new(fallback(cfg)));
                     }
                     Ok(None) => {
-                        held.push((index, chunk, decompressed));
+                        held.push((index, decoder, chunk, decompressed));
                         continue;
                     }
                 }
-                for (i, c, d) in held.drain(..) {
-                    if !dispatch(seq, i, c, d) {
+                for (i, dec, c, d) in held.drain(..) {
+                    if !dispatch(seq, i, dec, c, d) {
                         return;
                     }
                     seq += 1;
                 }
             }
-            if !dispatch(seq, index, chunk, decompressed) {
+            if !dispatch(seq, index, decoder, chunk, decompressed) {
                 return;
             }
             seq += 1;
@@ -585,8 +659,8 @@ fn read_all(
     if mapping.get().is_none() {
         let _ = mapping.set(Arc::new(fallback(cfg)));
     }
-    for (i, c, d) in held.drain(..) {
-        if !dispatch(seq, i, c, d) {
+    for (i, dec, c, d) in held.drain(..) {
+        if !dispatch(seq, i, dec, c, d) {
             return;
         }
         seq += 1;

@@ -6,13 +6,14 @@
 //! without one (Firehose output has none) is recognised by its magic bytes,
 //! and JSON by its first non-blank byte after an optional UTF-8 BOM.
 
+pub(crate) mod csv;
 pub(crate) mod json;
 
 use std::fmt;
 use std::io::{self, Read};
 use std::str::FromStr;
 
-use json::{Splitter, Top};
+use json::Top;
 
 /// Compression of a source object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,12 +157,33 @@ pub(crate) struct Chunk {
 /// object must not take all memory.
 pub(crate) const MAX_RECORD: usize = 128 << 20;
 
-/// Cuts a JSON stream into chunks of about `target` bytes at record
-/// boundaries.
+/// How record boundaries are found in a stream.
+pub(crate) enum Boundaries {
+    Json(json::Splitter),
+    Csv(csv::Splitter),
+}
+
+impl Boundaries {
+    pub fn for_format(format: Format) -> Self {
+        match format {
+            Format::Csv => Boundaries::Csv(csv::Splitter::default()),
+            _ => Boundaries::Json(json::Splitter::default()),
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) -> Option<(usize, Top)> {
+        match self {
+            Boundaries::Json(s) => s.scan(bytes),
+            Boundaries::Csv(s) => s.scan(bytes).map(|cut| (cut, Top::Between)),
+        }
+    }
+}
+
+/// Cuts a stream into chunks of about `target` bytes at record boundaries.
 pub(crate) struct ChunkReader<R> {
     inner: R,
     target: usize,
-    splitter: Splitter,
+    splitter: Boundaries,
     carry: Vec<u8>,
     /// Last record boundary found in `carry`, with the state there.
     cut: Option<(usize, Top)>,
@@ -179,11 +201,11 @@ pub(crate) struct ReadError {
 }
 
 impl<R: Read> ChunkReader<R> {
-    pub fn new(inner: R, target: usize) -> Self {
+    pub fn new(inner: R, target: usize, boundaries: Boundaries) -> Self {
         ChunkReader {
             inner,
             target: target.max(1),
-            splitter: Splitter::default(),
+            splitter: boundaries,
             carry: Vec::new(),
             cut: None,
             base: 0,
@@ -253,7 +275,7 @@ impl<R: Read> ChunkReader<R> {
                     error: io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
-                            "a record is larger than {} MiB (is the JSON unbalanced?)",
+                            "a record is larger than {} MiB (are quotes or brackets unbalanced?)",
                             MAX_RECORD >> 20
                         ),
                     ),
@@ -294,7 +316,7 @@ mod tests {
     }
 
     fn chunks(input: &[u8], target: usize) -> Vec<Chunk> {
-        let mut reader = ChunkReader::new(input, target);
+        let mut reader = ChunkReader::new(input, target, Boundaries::Json(Default::default()));
         let mut out = Vec::new();
         while let Some(c) = reader.next_chunk().unwrap() {
             out.push(c);

@@ -99,6 +99,12 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    csv_spreadsheet => "csv-spreadsheet",
+    csv_tsv => "csv-tsv",
+    csv_delimiter_flag => "csv-delimiter-flag",
+    mixed_json_csv => "mixed-json-csv",
+    err_csv_field_count => "err-csv-field-count",
+    err_csv_invalid_utf8 => "err-csv-invalid-utf8",
     sample_readme => "sample-readme",
     ds_action_interactions => "ds-action-interactions",
     ds_actions => "ds-actions",

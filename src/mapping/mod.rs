@@ -14,11 +14,16 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
+mod value;
+
 use crate::decode::Chunk;
-use crate::decode::json::{self, Capture, Kind, Selector, Value};
+use crate::decode::csv::Header;
+use crate::decode::json::{self, Capture, Selector};
 use crate::error::{Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
 use crate::sink::csv::{Dialect, push_field};
+pub(crate) use value::Cell;
+use value::{Scratch, inferred_type};
 
 /// The unit of numeric timestamps, or ISO 8601 strings only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +255,8 @@ pub struct Mapping {
     pub fields: Vec<Field>,
     pub timestamp_unit: Option<TimeUnit>,
     pub warnings: Vec<String>,
+    /// The source path of each selector slot.
+    paths: Vec<String>,
     selector: Selector,
 }
 
@@ -263,6 +270,14 @@ pub struct FirstRecord {
 }
 
 impl FirstRecord {
+    /// The field names of a CSV header.
+    pub fn from_names(names: &[String]) -> Self {
+        FirstRecord {
+            keys: names.to_vec(),
+            paths: names.to_vec(),
+        }
+    }
+
     pub fn from_json(record: &[u8]) -> Option<Self> {
         let value: serde_json::Value = serde_json::from_slice(record).ok()?;
         let obj = value.as_object()?;
@@ -418,6 +433,7 @@ pub fn resolve(spec: &MappingSpec, first: Option<&FirstRecord>) -> Result<Mappin
         timestamp_unit: spec.timestamp_unit,
         warnings,
         selector: Selector::new(&paths),
+        paths,
     })
 }
 
@@ -489,32 +505,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Value kinds seen in a field whose type is inferred.
-pub(crate) const SEEN_INT: u8 = 1;
-pub(crate) const SEEN_FLOAT: u8 = 2;
-pub(crate) const SEEN_STRING: u8 = 4;
-
-/// The type for what was seen: strings win, then fractions, then integers;
-/// a field with no value at all is a string.
-pub(crate) fn inferred_type(seen: u8) -> AvroType {
-    if seen & SEEN_STRING != 0 || seen == 0 {
-        AvroType::String
-    } else if seen & SEEN_FLOAT != 0 {
-        AvroType::Double
-    } else {
-        AvroType::Long
-    }
-}
-
 /// A bad value: the field index and the reason.
 pub(crate) type ValueError = (usize, String);
-
-/// Reused buffers for converting one record.
-#[derive(Default)]
-pub(crate) struct Scratch {
-    text: String,
-    bytes: Vec<u8>,
-}
 
 impl Mapping {
     /// The schema, with inferred types taken from `seen` (one per field).
@@ -541,15 +533,13 @@ impl Mapping {
         }
     }
 
-    /// Appends one CSV row for the record whose values `caps` captured in
-    /// `buf`. On a bad value nothing is appended.
-    pub(crate) fn write_row(
+    /// Appends one CSV row; `cell` gives the source value of a selector slot
+    /// (`None` when the record has none). On a bad value nothing is appended.
+    pub(crate) fn write_row<'c>(
         &self,
-        buf: &[u8],
-        caps: &[Capture],
+        mut cell: impl FnMut(usize) -> Option<Cell<'c>>,
         out: &mut Vec<u8>,
         seen: &mut [u8],
-        scratch: &mut Scratch,
         dialect: Dialect,
     ) -> Result<(), ValueError> {
         let row_start = out.len();
@@ -557,8 +547,9 @@ impl Mapping {
             if i > 0 {
                 out.push(b',');
             }
-            let value = field.slot.and_then(|s| caps[s].value);
-            match self.convert(field, value, buf, scratch, &mut seen[i]) {
+            let value = field.slot.and_then(&mut cell);
+            let mut scratch = Scratch::default();
+            match self.convert(field, value.as_ref(), &mut scratch, &mut seen[i]) {
                 Ok(Some(text)) => push_field(out, text, dialect),
                 Ok(None) => {}
                 Err(reason) => {
@@ -571,16 +562,16 @@ impl Mapping {
         Ok(())
     }
 
-    fn convert<'b>(
+    /// The CSV text of one field, `None` for an empty field.
+    fn convert<'s>(
         &self,
         field: &Field,
-        value: Option<Value>,
-        buf: &'b [u8],
-        scratch: &'b mut Scratch,
+        value: Option<&'s Cell<'s>>,
+        scratch: &'s mut Scratch,
         seen: &mut u8,
-    ) -> Result<Option<&'b str>, String> {
-        let value = match value {
-            Some(v) if v.kind != Kind::Null => v,
+    ) -> Result<Option<&'s str>, String> {
+        let cell = match value {
+            Some(c) if !c.is_null() => c,
             missing => {
                 if field.nullable {
                     return Ok(None);
@@ -594,52 +585,36 @@ impl Mapping {
                 });
             }
         };
-        let Scratch { text, bytes } = scratch;
-        text.clear();
-        let rule = match field.rule {
-            ValueRule::Reserved(r) => r,
+        let text = match field.rule {
             ValueRule::Inferred => {
-                *seen |= match value.kind {
-                    Kind::Num { integer: true } => {
-                        // Integers past i64 are doubles to every reader.
-                        if std::str::from_utf8(value.bytes(buf))
-                            .ok()
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .is_some()
-                        {
-                            SEEN_INT
-                        } else {
-                            SEEN_FLOAT
-                        }
-                    }
-                    Kind::Num { integer: false } => SEEN_FLOAT,
-                    _ => SEEN_STRING,
-                };
-                return scalar_or_list(value, buf, text, bytes, true).map(Some);
+                *seen |= value::seen_kind(cell);
+                value::scalar_or_list(cell, scratch, true)?
             }
-            ValueRule::MetaString { join } => {
-                return scalar_or_list(value, buf, text, bytes, join).map(Some);
-            }
+            ValueRule::MetaString { join } => value::scalar_or_list(cell, scratch, join)?,
             ValueRule::MetaInt { bits32 } => {
-                let n = integer(value, buf, bytes)?;
+                let n = value::integer(cell, scratch)?;
                 if bits32 && i32::try_from(n).is_err() {
                     return Err(format!(
                         "{n} does not fit an int (32 bits); use --type {}=long",
                         field.name
                     ));
                 }
-                let _ = write!(text, "{n}");
-                return Ok(Some(text));
+                write_text(scratch, n)
             }
-            ValueRule::MetaFloat => {
-                let x = float(value, buf, bytes)?;
-                let _ = write!(text, "{x}");
-                return Ok(Some(text));
+            ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number) => {
+                let x = value::float(cell, scratch)?;
+                write_text(scratch, x)
             }
-        };
-        match rule {
-            Rule::Id => {
-                let id = id(value, buf, text, bytes)?;
+            ValueRule::Reserved(Rule::Integer) => {
+                let n = value::integer(cell, scratch)?;
+                write_text(scratch, n)
+            }
+            ValueRule::Reserved(Rule::Timestamp) => {
+                let secs = value::timestamp(cell, scratch, self.timestamp_unit)?;
+                write_text(scratch, secs)
+            }
+            ValueRule::Reserved(Rule::Id) => {
+                let id = value::id(cell, scratch)?;
                 let chars = id.chars().count();
                 if chars == 0 {
                     return Err("empty, but an id needs 1 to 256 characters".into());
@@ -649,34 +624,34 @@ impl Mapping {
                         "the id has {chars} characters; Personalize allows at most 256"
                     ));
                 }
-                Ok(Some(id))
+                id
             }
-            Rule::Timestamp => {
-                let secs = timestamp(value, buf, bytes, self.timestamp_unit)?;
-                let _ = write!(text, "{secs}");
-                Ok(Some(text))
-            }
-            Rule::Number => {
-                let x = float(value, buf, bytes)?;
-                let _ = write!(text, "{x}");
-                Ok(Some(text))
-            }
-            Rule::Integer => {
-                let n = integer(value, buf, bytes)?;
-                let _ = write!(text, "{n}");
-                Ok(Some(text))
-            }
-            Rule::Text => {
-                let Kind::Str { .. } = value.kind else {
-                    return Err(format!("{} where a string is required", shown(value, buf)));
-                };
-                let s = string(value, buf, text, bytes)?;
+            ValueRule::Reserved(Rule::Text) => {
+                let s = value::string(cell, scratch)?;
                 if s.is_empty() && !field.nullable {
                     return Err("empty, but a value is required".into());
                 }
-                Ok(Some(s))
+                s
             }
-            Rule::List => scalar_or_list(value, buf, text, bytes, true).map(Some),
+            ValueRule::Reserved(Rule::List) => value::scalar_or_list(cell, scratch, true)?,
+        };
+        Ok(Some(text))
+    }
+}
+
+/// Writes `value` as the scratch text and returns it.
+fn write_text(scratch: &mut Scratch, value: impl std::fmt::Display) -> &str {
+    scratch.text.clear();
+    let _ = write!(scratch.text, "{value}");
+    &scratch.text
+}
+
+impl Converted {
+    fn new(fields: usize, input_bytes: usize) -> Self {
+        Converted {
+            csv: Vec::with_capacity(input_bytes / 2),
+            seen: vec![0; fields],
+            ..Converted::default()
         }
     }
 }
@@ -692,6 +667,88 @@ pub(crate) struct Converted {
 }
 
 impl Mapping {
+    /// Counts one record and appends its row, or fails naming its origin.
+    fn push_row<'c>(
+        &self,
+        done: &mut Converted,
+        cell: impl FnMut(usize) -> Option<Cell<'c>>,
+        dialect: Dialect,
+        origin: impl FnOnce() -> Origin,
+    ) -> Result<()> {
+        done.records += 1;
+        if let Err((i, reason)) = self.write_row(cell, &mut done.csv, &mut done.seen, dialect) {
+            let name = self.fields[i].name.clone();
+            return Err(Error::record(origin(), Some(name), reason));
+        }
+        done.rows += 1;
+        Ok(())
+    }
+
+    /// Decodes a chunk of CSV records (after the header) and converts each
+    /// into a row; a source path names a header column.
+    pub(crate) fn convert_csv(
+        &self,
+        chunk: &Chunk,
+        header: &Header,
+        object: &str,
+        decompressed: bool,
+        dialect: Dialect,
+    ) -> Result<Converted> {
+        let buf = chunk.bytes.as_slice();
+        let mut done = Converted::new(self.fields.len(), buf.len());
+        let columns = header.columns(&self.paths);
+        let origin = |at: u64, row: u64| Origin {
+            key: object.to_string(),
+            offset: chunk.base + at,
+            row,
+            decompressed,
+        };
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(header.delimiter)
+            .flexible(true)
+            .from_reader(buf);
+        let mut record = ::csv::ByteRecord::new();
+        loop {
+            let before = reader.position().byte();
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let reason = format!("invalid CSV: {e}");
+                    return Err(Error::record(origin(before, done.records), None, reason));
+                }
+            }
+            let at = record.position().map_or(before, |p| p.byte());
+            if record.len() == 1 && record[0].is_empty() {
+                continue;
+            }
+            if record.len() != header.names.len() {
+                let reason = format!(
+                    "the row has {} fields; the header has {}",
+                    record.len(),
+                    header.names.len()
+                );
+                return Err(Error::record(origin(at, done.records), None, reason));
+            }
+            let mut texts = Vec::with_capacity(columns.len());
+            for column in &columns {
+                let text = match column {
+                    Some(c) => Some(std::str::from_utf8(&record[*c]).map_err(|_| {
+                        let name = format!("{:?}", header.names[*c]);
+                        Error::record(origin(at, done.records), Some(name), "invalid UTF-8")
+                    })?),
+                    None => None,
+                };
+                texts.push(text);
+            }
+            let cell = |slot: usize| texts[slot].map(Cell::from_text);
+            let row = done.records;
+            self.push_row(&mut done, cell, dialect, || origin(at, row))?;
+        }
+        Ok(done)
+    }
+
     /// Decodes a chunk of JSON records and converts each into a CSV row. The
     /// first bad record ends the chunk with an error naming its origin.
     pub(crate) fn convert_json(
@@ -702,13 +759,8 @@ impl Mapping {
         dialect: Dialect,
     ) -> Result<Converted> {
         let buf = chunk.bytes.as_slice();
-        let mut done = Converted {
-            csv: Vec::with_capacity(buf.len() / 2),
-            seen: vec![0; self.fields.len()],
-            ..Converted::default()
-        };
+        let mut done = Converted::new(self.fields.len(), buf.len());
         let mut caps = vec![Capture::default(); self.selector.slots()];
-        let mut scratch = Scratch::default();
         let mut scanner = json::Scanner::new(buf, chunk.top);
         let origin = |at: usize, row: u64| Origin {
             key: object.to_string(),
@@ -728,20 +780,9 @@ impl Mapping {
                     ));
                 }
             };
+            let cell = |slot: usize| caps[slot].value.map(|v| Cell::from_json(v, buf));
             let row = done.records;
-            done.records += 1;
-            if let Err((i, reason)) = self.write_row(
-                buf,
-                &caps,
-                &mut done.csv,
-                &mut done.seen,
-                &mut scratch,
-                dialect,
-            ) {
-                let name = self.fields[i].name.clone();
-                return Err(Error::record(origin(span.0, row), Some(name), reason));
-            }
-            done.rows += 1;
+            self.push_row(&mut done, cell, dialect, || origin(span.0, row))?;
         }
         if chunk.last && scanner.top() != json::Top::Between {
             let at = scanner.pos();
@@ -755,378 +796,9 @@ impl Mapping {
     }
 }
 
-/// How a value is shown in an error: the JSON text, shortened.
-fn shown(value: Value, buf: &[u8]) -> String {
-    match value.kind {
-        Kind::Object => "an object".into(),
-        Kind::Array => "an array".into(),
-        _ => {
-            let (s, e) = match value.kind {
-                Kind::Str { .. } => (value.start - 1, value.end + 1),
-                _ => (value.start, value.end),
-            };
-            let raw = String::from_utf8_lossy(&buf[s..e]);
-            if raw.chars().count() > 60 {
-                let cut: String = raw.chars().take(57).collect();
-                format!("{cut}...")
-            } else {
-                raw.into_owned()
-            }
-        }
-    }
-}
-
-/// The text of a string value, unescaped when needed.
-fn string<'b>(
-    value: Value,
-    buf: &'b [u8],
-    text: &'b mut String,
-    bytes: &mut Vec<u8>,
-) -> Result<&'b str, String> {
-    let raw = value.bytes(buf);
-    match value.kind {
-        Kind::Str { escaped: false } => {
-            std::str::from_utf8(raw).map_err(|_| "invalid UTF-8 in a string".to_string())
-        }
-        _ => {
-            bytes.clear();
-            if !json::unescape_into(raw, bytes) {
-                return Err(format!("{} holds an invalid \\u escape", shown(value, buf)));
-            }
-            let s =
-                std::str::from_utf8(bytes).map_err(|_| "invalid UTF-8 in a string".to_string())?;
-            text.push_str(s);
-            Ok(text)
-        }
-    }
-}
-
-/// The text of a number token (validated JSON, so ASCII).
-fn number_text(value: Value, buf: &[u8]) -> &str {
-    std::str::from_utf8(value.bytes(buf)).unwrap_or("")
-}
-
-/// A number as CSV text: integers with their exact digits, others in the
-/// shortest form that reads back to the same double (`2.50` is `2.5`,
-/// `1e2` is `100`). A number past the double range keeps its digits.
-fn number_csv<'b>(value: Value, buf: &'b [u8], out: &'b mut String) -> &'b str {
-    let raw = number_text(value, buf);
-    if matches!(value.kind, Kind::Num { integer: true }) {
-        return raw;
-    }
-    match raw.parse::<f64>() {
-        Ok(x) if x.is_finite() => {
-            let _ = write!(out, "{x}");
-            out
-        }
-        _ => raw,
-    }
-}
-
-/// An id: a string kept exactly, or an integer without decimals.
-fn id<'b>(
-    value: Value,
-    buf: &'b [u8],
-    text: &'b mut String,
-    bytes: &mut Vec<u8>,
-) -> Result<&'b str, String> {
-    match value.kind {
-        Kind::Str { .. } => string(value, buf, text, bytes),
-        Kind::Num { integer: true } => Ok(number_text(value, buf)),
-        Kind::Num { integer: false } => {
-            let x: f64 = number_text(value, buf).parse().unwrap_or(f64::NAN);
-            if x.fract() == 0.0 && x.abs() <= 9_007_199_254_740_992.0 {
-                let _ = write!(text, "{}", x as i64);
-                Ok(text)
-            } else {
-                Err(format!("{} is not an integer id", shown(value, buf)))
-            }
-        }
-        _ => Err(format!(
-            "{} where an id (a string or an integer) is required",
-            shown(value, buf)
-        )),
-    }
-}
-
-fn float(value: Value, buf: &[u8], bytes: &mut Vec<u8>) -> Result<f64, String> {
-    let x = match value.kind {
-        Kind::Num { .. } => number_text(value, buf).parse::<f64>().ok(),
-        Kind::Str { .. } => {
-            let mut t = String::new();
-            string(value, buf, &mut t, bytes)
-                .ok()
-                .and_then(|s| s.parse::<f64>().ok())
-        }
-        _ => None,
-    };
-    match x {
-        Some(x) if x.is_finite() => Ok(x),
-        _ => Err(format!("{} is not a number", shown(value, buf))),
-    }
-}
-
-fn integer(value: Value, buf: &[u8], bytes: &mut Vec<u8>) -> Result<i64, String> {
-    let n = match value.kind {
-        Kind::Num { integer: true } => number_text(value, buf).parse::<i64>().ok(),
-        Kind::Num { integer: false } | Kind::Str { .. } => {
-            let x = float(value, buf, bytes).ok();
-            x.filter(|x| x.fract() == 0.0 && x.abs() < 9.2e18)
-                .map(|x| x as i64)
-        }
-        _ => None,
-    };
-    n.ok_or_else(|| format!("{} is not an integer", shown(value, buf)))
-}
-
-/// Scalars as text (booleans as `True`/`False`); arrays of scalars joined
-/// with `|` when `join`.
-fn scalar_or_list<'b>(
-    value: Value,
-    buf: &'b [u8],
-    text: &'b mut String,
-    bytes: &mut Vec<u8>,
-    join: bool,
-) -> Result<&'b str, String> {
-    match value.kind {
-        Kind::Str { .. } => string(value, buf, text, bytes),
-        Kind::Num { .. } => Ok(number_csv(value, buf, text)),
-        Kind::True => Ok("True"),
-        Kind::False => Ok("False"),
-        Kind::Null => Ok(""),
-        Kind::Object => Err("an object where a value is required".into()),
-        Kind::Array if !join => Err("an array where a single value is required".into()),
-        Kind::Array => {
-            let body = &buf[value.start..value.end];
-            let elements = json::array_elements(body).map_err(|e| e.describe(0))?;
-            let mut first = true;
-            for elem in elements {
-                let part: String = match elem.kind {
-                    Kind::Null => continue,
-                    Kind::Str { .. } => {
-                        let mut t = String::new();
-                        string(elem, body, &mut t, bytes)?.to_string()
-                    }
-                    Kind::Num { .. } => number_csv(elem, body, &mut String::new()).to_string(),
-                    Kind::True => "True".into(),
-                    Kind::False => "False".into(),
-                    Kind::Array | Kind::Object => {
-                        return Err("a nested array or object in a list of values".into());
-                    }
-                };
-                if !first {
-                    text.push('|');
-                }
-                first = false;
-                text.push_str(&part);
-            }
-            Ok(text)
-        }
-    }
-}
-
-/// Epoch seconds from a number (unit by magnitude unless forced), a numeric
-/// string, or an ISO 8601 / RFC 3339 string.
-fn timestamp(
-    value: Value,
-    buf: &[u8],
-    bytes: &mut Vec<u8>,
-    unit: Option<TimeUnit>,
-) -> Result<i64, String> {
-    let bad = || format!("{} is not a timestamp", shown(value, buf));
-    let text = match value.kind {
-        Kind::Num { .. } => number_text(value, buf).to_string(),
-        Kind::Str { .. } => {
-            let mut t = String::new();
-            string(value, buf, &mut t, bytes)?.to_string()
-        }
-        _ => return Err(bad()),
-    };
-    if unit != Some(TimeUnit::Iso)
-        && let Some(secs) = numeric_timestamp(&text, unit)
-    {
-        return Ok(secs);
-    }
-    if matches!(value.kind, Kind::Str { .. })
-        && let Some(secs) = parse_iso8601(&text)
-    {
-        return Ok(secs);
-    }
-    Err(bad())
-}
-
-/// Epoch seconds from a decimal number in `unit`, or by magnitude.
-pub(crate) fn numeric_timestamp(text: &str, unit: Option<TimeUnit>) -> Option<i64> {
-    let divisor = |magnitude: f64| -> i64 {
-        match unit {
-            Some(TimeUnit::Seconds) => 1,
-            Some(TimeUnit::Millis) => 1_000,
-            Some(TimeUnit::Micros) => 1_000_000,
-            Some(TimeUnit::Nanos) => 1_000_000_000,
-            _ if magnitude < 1e11 => 1,
-            _ if magnitude < 1e14 => 1_000,
-            _ if magnitude < 1e17 => 1_000_000,
-            _ => 1_000_000_000,
-        }
-    };
-    if let Ok(n) = text.parse::<i64>() {
-        return Some(n / divisor(n.unsigned_abs() as f64));
-    }
-    let x: f64 = text.parse().ok()?;
-    if !x.is_finite() || text.trim() != text {
-        return None;
-    }
-    let secs = (x / divisor(x.abs()) as f64).trunc();
-    (secs.abs() < 9.2e18).then_some(secs as i64)
-}
-
-/// Epoch seconds from `YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|±HH[:MM]]`; no
-/// zone means UTC; fractions are truncated.
-pub(crate) fn parse_iso8601(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = b.get(from..from + len)?;
-        part.iter().all(u8::is_ascii_digit).then(|| {
-            part.iter()
-                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'))
-        })
-    };
-    let year = num(0, 4)?;
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return None;
-    }
-    let month = num(5, 2)?;
-    let day = num(8, 2)?;
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let mut secs = days_from_civil(year, month, day) * 86_400;
-    let mut i = 10;
-    if i == b.len() {
-        return Some(secs);
-    }
-    if !matches!(b[i], b'T' | b't' | b' ') {
-        return None;
-    }
-    let hour = num(i + 1, 2)?;
-    if b.get(i + 3) != Some(&b':') {
-        return None;
-    }
-    let minute = num(i + 4, 2)?;
-    i += 6;
-    let mut second = 0;
-    if b.get(i) == Some(&b':') {
-        second = num(i + 1, 2)?;
-        i += 3;
-        if matches!(b.get(i), Some(b'.' | b',')) {
-            i += 1;
-            let start = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == start {
-                return None;
-            }
-        }
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    secs += hour * 3600 + minute * 60 + second;
-    match b.get(i) {
-        None => Some(secs),
-        Some(b'Z' | b'z') if i + 1 == b.len() => Some(secs),
-        Some(&sign @ (b'+' | b'-')) => {
-            let oh = num(i + 1, 2)?;
-            let om = match b.len() - (i + 3) {
-                0 => 0,
-                2 => num(i + 3, 2)?,
-                3 if b[i + 3] == b':' => num(i + 4, 2)?,
-                _ => return None,
-            };
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let offset = oh * 3600 + om * 60;
-            Some(if sign == b'+' {
-                secs - offset
-            } else {
-                secs + offset
-            })
-        }
-        _ => None,
-    }
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_by_magnitude_and_unit() {
-        assert_eq!(numeric_timestamp("1547159644", None), Some(1547159644));
-        assert_eq!(numeric_timestamp("1547159644123", None), Some(1547159644));
-        assert_eq!(
-            numeric_timestamp("1547159644123456", None),
-            Some(1547159644)
-        );
-        assert_eq!(
-            numeric_timestamp("1547159644123456789", None),
-            Some(1547159644)
-        );
-        assert_eq!(numeric_timestamp("1547159644.9", None), Some(1547159644));
-        assert_eq!(numeric_timestamp("1547159644123.7", None), Some(1547159644));
-        assert_eq!(
-            numeric_timestamp("1547159644", Some(TimeUnit::Millis)),
-            Some(1547159)
-        );
-        assert_eq!(numeric_timestamp("5", Some(TimeUnit::Seconds)), Some(5));
-        assert_eq!(numeric_timestamp("yesterday", None), None);
-        assert_eq!(numeric_timestamp("1e400", None), None);
-    }
-
-    #[test]
-    fn iso_timestamps() {
-        assert_eq!(parse_iso8601("2019-01-10T22:34:04Z"), Some(1547159644));
-        assert_eq!(parse_iso8601("2019-01-10T22:34:04.999Z"), Some(1547159644));
-        assert_eq!(parse_iso8601("2019-01-10 22:34:04"), Some(1547159644));
-        assert_eq!(parse_iso8601("2019-01-11T00:34:04+02:00"), Some(1547159644));
-        assert_eq!(parse_iso8601("2019-01-10T17:34:04-0500"), Some(1547159644));
-        assert_eq!(parse_iso8601("2019-01-10T22:34Z"), Some(1547159640));
-        assert_eq!(parse_iso8601("2019-01-10"), Some(1547078400));
-        assert_eq!(parse_iso8601("1969-12-31T23:59:59Z"), Some(-1));
-        assert_eq!(parse_iso8601("2020-02-29T00:00:00Z"), Some(1582934400));
-        for bad in [
-            "2019-02-29",
-            "2019-13-01",
-            "2019-01-10T24:00:00",
-            "2019-01-10X",
-            "20190110",
-            "2019-01-10T22:34:04Zjunk",
-        ] {
-            assert_eq!(parse_iso8601(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn closest_names_share_a_stem() {
@@ -1192,7 +864,11 @@ mod tests {
                 }
             }
             let target = 1 + rng.next() % 64;
-            let mut reader = crate::decode::ChunkReader::new(input.as_slice(), target);
+            let mut reader = crate::decode::ChunkReader::new(
+                input.as_slice(),
+                target,
+                crate::decode::Boundaries::Json(Default::default()),
+            );
             while let Ok(Some(chunk)) = reader.next_chunk() {
                 if mapping
                     .convert_json(&chunk, "fuzz", false, Dialect::Personalize)
@@ -1210,7 +886,11 @@ mod tests {
         let mapping = mapping_for_fuzz();
         let input = br#"{"id":1,"ts":5,"g":["a","b"]} [{"id":"x}{","ts":"1970-01-01T00:00:09Z","d":"q\"\\"},{"id":3,"ts":7}]{"id":4,"ts":8,"n":{"p":0.1}}"#;
         let rows = |target: usize| {
-            let mut reader = crate::decode::ChunkReader::new(&input[..], target);
+            let mut reader = crate::decode::ChunkReader::new(
+                &input[..],
+                target,
+                crate::decode::Boundaries::Json(Default::default()),
+            );
             let mut csv = Vec::new();
             while let Some(chunk) = reader.next_chunk().unwrap() {
                 let done = mapping
@@ -1228,13 +908,5 @@ x}{,9,,,"q\"\\",
         for target in 1..input.len() + 2 {
             assert_eq!(rows(target), want, "chunks of {target} bytes");
         }
-    }
-
-    #[test]
-    fn infers_the_widest_type() {
-        assert_eq!(inferred_type(SEEN_INT), AvroType::Long);
-        assert_eq!(inferred_type(SEEN_INT | SEEN_FLOAT), AvroType::Double);
-        assert_eq!(inferred_type(SEEN_INT | SEEN_STRING), AvroType::String);
-        assert_eq!(inferred_type(0), AvroType::String);
     }
 }

@@ -1,0 +1,582 @@
+//! The value rules of SPEC section 4, for a value from any source format.
+//!
+//! Decoders hand over a `Cell`: JSON spans stay borrowed (and unescaped only
+//! when a field needs the text), CSV fields arrive as text classified as
+//! numbers or strings, columnar sources as typed values. Each rule turns a
+//! cell into the CSV text of its field, or says why it cannot.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use crate::decode::json::{self, Kind, Value};
+use crate::schema::AvroType;
+
+use super::TimeUnit;
+
+/// One source value.
+#[derive(Debug, Clone, PartialEq)]
+// The typed variants are for columnar sources (Parquet), which come next.
+#[allow(dead_code)]
+pub(crate) enum Cell<'a> {
+    Null,
+    /// A string, ready to use.
+    Str(Cow<'a, str>),
+    /// A JSON string's content with its escapes still in it.
+    JsonStr(&'a [u8]),
+    /// A number as written in the source; `integer` when it has neither a
+    /// fraction nor an exponent.
+    Number {
+        text: Cow<'a, str>,
+        integer: bool,
+    },
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// Epoch seconds already (typed timestamps and dates).
+    Seconds(i64),
+    /// A valid JSON array, as written.
+    JsonArray(&'a [u8]),
+    /// A list from a typed source.
+    List(Vec<Cell<'a>>),
+    Object,
+}
+
+impl<'a> Cell<'a> {
+    /// The cell for a JSON value the scanner found in `buf`.
+    pub fn from_json(value: Value, buf: &'a [u8]) -> Self {
+        let raw = value.bytes(buf);
+        match value.kind {
+            Kind::Str { escaped: false } => match std::str::from_utf8(raw) {
+                Ok(s) => Cell::Str(Cow::Borrowed(s)),
+                Err(_) => Cell::JsonStr(raw),
+            },
+            Kind::Str { escaped: true } => Cell::JsonStr(raw),
+            Kind::Num { integer } => Cell::Number {
+                text: Cow::Borrowed(std::str::from_utf8(raw).unwrap_or("")),
+                integer,
+            },
+            Kind::True => Cell::Bool(true),
+            Kind::False => Cell::Bool(false),
+            Kind::Null => Cell::Null,
+            Kind::Array => Cell::JsonArray(raw),
+            Kind::Object => Cell::Object,
+        }
+    }
+
+    /// A text field (CSV): empty is null, numbers are numbers, the rest text.
+    pub fn from_text(text: &'a str) -> Self {
+        if text.is_empty() {
+            return Cell::Null;
+        }
+        if let Some(integer) = number_shape(text) {
+            return Cell::Number {
+                text: Cow::Borrowed(text),
+                integer,
+            };
+        }
+        Cell::Str(Cow::Borrowed(text))
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Cell::Null)
+    }
+}
+
+/// `Some(integer)` when `text` is a JSON-style decimal number.
+fn number_shape(text: &str) -> Option<bool> {
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - s
+    };
+    if digits(&mut i) == 0 {
+        return None;
+    }
+    let mut integer = true;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        integer = false;
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        integer = false;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    (i == b.len()).then_some(integer)
+}
+
+/// Value kinds seen in a field whose type is inferred.
+pub(crate) const SEEN_INT: u8 = 1;
+pub(crate) const SEEN_FLOAT: u8 = 2;
+pub(crate) const SEEN_STRING: u8 = 4;
+
+/// The type for what was seen: strings win, then fractions, then integers;
+/// a field with no value at all is a string.
+pub(crate) fn inferred_type(seen: u8) -> AvroType {
+    if seen & SEEN_STRING != 0 || seen == 0 {
+        AvroType::String
+    } else if seen & SEEN_FLOAT != 0 {
+        AvroType::Double
+    } else {
+        AvroType::Long
+    }
+}
+
+/// What a non-null cell adds to an inferred type.
+pub(crate) fn seen_kind(cell: &Cell) -> u8 {
+    match cell {
+        // Integers past i64 are doubles to every reader.
+        Cell::Number {
+            text,
+            integer: true,
+        } if text.parse::<i64>().is_ok() => SEEN_INT,
+        Cell::Number { .. } | Cell::Float(_) => SEEN_FLOAT,
+        Cell::Int(_) | Cell::Seconds(_) => SEEN_INT,
+        _ => SEEN_STRING,
+    }
+}
+
+/// Reused buffers for converting one value.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub text: String,
+    bytes: Vec<u8>,
+}
+
+/// How a value is shown in an error: as the source wrote it, shortened.
+pub(crate) fn shown(cell: &Cell) -> String {
+    let raw = match cell {
+        Cell::Null => "null".to_string(),
+        Cell::Str(s) => serde_json::to_string(s).unwrap_or_default(),
+        Cell::JsonStr(raw) => format!("\"{}\"", String::from_utf8_lossy(raw)),
+        Cell::Number { text, .. } => text.to_string(),
+        Cell::Int(n) | Cell::Seconds(n) => n.to_string(),
+        Cell::Float(x) => x.to_string(),
+        Cell::Bool(b) => b.to_string(),
+        Cell::JsonArray(_) | Cell::List(_) => return "an array".into(),
+        Cell::Object => return "an object".into(),
+    };
+    if raw.chars().count() > 60 {
+        let cut: String = raw.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        raw
+    }
+}
+
+/// The text of a string cell, unescaped when needed (into `scratch`).
+pub(crate) fn string<'s>(cell: &'s Cell, scratch: &'s mut Scratch) -> Result<&'s str, String> {
+    match cell {
+        Cell::Str(s) => Ok(s),
+        Cell::JsonStr(raw) => {
+            scratch.bytes.clear();
+            if !json::unescape_into(raw, &mut scratch.bytes) {
+                return Err(format!("{} holds an invalid \\u escape", shown(cell)));
+            }
+            let s = std::str::from_utf8(&scratch.bytes)
+                .map_err(|_| "invalid UTF-8 in a string".to_string())?;
+            scratch.text.push_str(s);
+            Ok(&scratch.text)
+        }
+        _ => Err(format!("{} where a string is required", shown(cell))),
+    }
+}
+
+/// A number as CSV text: integers with their exact digits, others in the
+/// shortest form that reads back to the same double (`2.50` is `2.5`,
+/// `1e2` is `100`). A number past the double range keeps its digits.
+fn number_text<'s>(text: &'s str, integer: bool, out: &'s mut String) -> &'s str {
+    if integer {
+        return text;
+    }
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() => {
+            let _ = write!(out, "{x}");
+            out
+        }
+        _ => text,
+    }
+}
+
+/// An id: a string kept exactly, or an integer without decimals.
+pub(crate) fn id<'s>(cell: &'s Cell, scratch: &'s mut Scratch) -> Result<&'s str, String> {
+    let integral = |x: f64, scratch: &'s mut Scratch| {
+        if x.fract() == 0.0 && x.abs() <= 9_007_199_254_740_992.0 {
+            let _ = write!(scratch.text, "{}", x as i64);
+            Ok(scratch.text.as_str())
+        } else {
+            Err(format!("{} is not an integer id", shown(cell)))
+        }
+    };
+    match cell {
+        Cell::Str(_) | Cell::JsonStr(_) => string(cell, scratch),
+        Cell::Number {
+            text,
+            integer: true,
+        } => Ok(text),
+        Cell::Number { text, .. } => integral(text.parse().unwrap_or(f64::NAN), scratch),
+        Cell::Int(n) => {
+            let _ = write!(scratch.text, "{n}");
+            Ok(&scratch.text)
+        }
+        Cell::Float(x) => integral(*x, scratch),
+        _ => Err(format!(
+            "{} where an id (a string or an integer) is required",
+            shown(cell)
+        )),
+    }
+}
+
+pub(crate) fn float(cell: &Cell, scratch: &mut Scratch) -> Result<f64, String> {
+    let x = match cell {
+        Cell::Number { text, .. } => text.parse::<f64>().ok(),
+        Cell::Int(n) => Some(*n as f64),
+        Cell::Float(x) => Some(*x),
+        Cell::Str(_) | Cell::JsonStr(_) => {
+            let mut local = Scratch::default();
+            let parsed = string(cell, &mut local).ok().and_then(|s| s.parse().ok());
+            scratch.bytes = local.bytes;
+            parsed
+        }
+        _ => None,
+    };
+    match x {
+        Some(x) if x.is_finite() => Ok(x),
+        _ => Err(format!("{} is not a number", shown(cell))),
+    }
+}
+
+pub(crate) fn integer(cell: &Cell, scratch: &mut Scratch) -> Result<i64, String> {
+    let n = match cell {
+        Cell::Number {
+            text,
+            integer: true,
+        } => text.parse::<i64>().ok(),
+        Cell::Int(n) => Some(*n),
+        Cell::Number { .. } | Cell::Float(_) | Cell::Str(_) | Cell::JsonStr(_) => {
+            float(cell, scratch)
+                .ok()
+                .filter(|x| x.fract() == 0.0 && x.abs() < 9.2e18)
+                .map(|x| x as i64)
+        }
+        _ => None,
+    };
+    n.ok_or_else(|| format!("{} is not an integer", shown(cell)))
+}
+
+/// Scalars as text (booleans as `True`/`False`); lists of scalars joined
+/// with `|` when `join`.
+pub(crate) fn scalar_or_list<'s>(
+    cell: &'s Cell,
+    scratch: &'s mut Scratch,
+    join: bool,
+) -> Result<&'s str, String> {
+    match cell {
+        Cell::Str(_) | Cell::JsonStr(_) => string(cell, scratch),
+        Cell::Number { text, integer } => Ok(number_text(text, *integer, &mut scratch.text)),
+        Cell::Int(n) | Cell::Seconds(n) => {
+            let _ = write!(scratch.text, "{n}");
+            Ok(&scratch.text)
+        }
+        Cell::Float(x) => {
+            let _ = write!(scratch.text, "{x}");
+            Ok(&scratch.text)
+        }
+        Cell::Bool(true) => Ok("True"),
+        Cell::Bool(false) => Ok("False"),
+        Cell::Null => Ok(""),
+        Cell::Object => Err("an object where a value is required".into()),
+        Cell::JsonArray(_) | Cell::List(_) if !join => {
+            Err("an array where a single value is required".into())
+        }
+        Cell::JsonArray(body) => {
+            let elements = json::array_elements(body).map_err(|e| e.describe(0))?;
+            let cells: Vec<Cell> = elements.iter().map(|v| Cell::from_json(*v, body)).collect();
+            join_list(&cells, scratch)?;
+            Ok(&scratch.text)
+        }
+        Cell::List(cells) => {
+            join_list(cells, scratch)?;
+            Ok(&scratch.text)
+        }
+    }
+}
+
+/// Appends the elements' text to `scratch.text`, joined with `|`; nulls are
+/// skipped.
+fn join_list(cells: &[Cell], scratch: &mut Scratch) -> Result<(), String> {
+    let mut first = true;
+    for cell in cells {
+        if cell.is_null() {
+            continue;
+        }
+        if matches!(cell, Cell::JsonArray(_) | Cell::List(_) | Cell::Object) {
+            return Err("a nested array or object in a list of values".into());
+        }
+        let mut part = Scratch::default();
+        let text = scalar_or_list(cell, &mut part, false)?;
+        if !first {
+            scratch.text.push('|');
+        }
+        first = false;
+        scratch.text.push_str(text);
+    }
+    Ok(())
+}
+
+/// Epoch seconds from a number (unit by magnitude unless forced), a numeric
+/// string, an ISO 8601 / RFC 3339 string, or a typed timestamp.
+pub(crate) fn timestamp(
+    cell: &Cell,
+    scratch: &mut Scratch,
+    unit: Option<TimeUnit>,
+) -> Result<i64, String> {
+    let bad = || format!("{} is not a timestamp", shown(cell));
+    let numeric = unit != Some(TimeUnit::Iso);
+    match cell {
+        Cell::Seconds(s) => Ok(*s),
+        Cell::Int(n) if numeric => numeric_timestamp(&n.to_string(), unit).ok_or_else(bad),
+        Cell::Float(x) if numeric => numeric_timestamp(&x.to_string(), unit).ok_or_else(bad),
+        Cell::Number { text, .. } if numeric => numeric_timestamp(text, unit).ok_or_else(bad),
+        Cell::Str(_) | Cell::JsonStr(_) => {
+            let text = string(cell, scratch)?;
+            numeric
+                .then(|| numeric_timestamp(text, unit))
+                .flatten()
+                .or_else(|| parse_iso8601(text))
+                .ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Epoch seconds from a decimal number in `unit`, or by magnitude.
+pub(crate) fn numeric_timestamp(text: &str, unit: Option<TimeUnit>) -> Option<i64> {
+    let divisor = |magnitude: f64| -> i64 {
+        match unit {
+            Some(TimeUnit::Seconds) => 1,
+            Some(TimeUnit::Millis) => 1_000,
+            Some(TimeUnit::Micros) => 1_000_000,
+            Some(TimeUnit::Nanos) => 1_000_000_000,
+            _ if magnitude < 1e11 => 1,
+            _ if magnitude < 1e14 => 1_000,
+            _ if magnitude < 1e17 => 1_000_000,
+            _ => 1_000_000_000,
+        }
+    };
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(n / divisor(n.unsigned_abs() as f64));
+    }
+    let x: f64 = text.parse().ok()?;
+    if !x.is_finite() || text.trim() != text {
+        return None;
+    }
+    let secs = (x / divisor(x.abs()) as f64).trunc();
+    (secs.abs() < 9.2e18).then_some(secs as i64)
+}
+
+/// Epoch seconds from `YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|±HH[:MM]]`; no
+/// zone means UTC; fractions are truncated.
+pub(crate) fn parse_iso8601(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = b.get(from..from + len)?;
+        part.iter().all(u8::is_ascii_digit).then(|| {
+            part.iter()
+                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let year = num(0, 4)?;
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    let month = num(5, 2)?;
+    let day = num(8, 2)?;
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    let mut secs = days_from_civil(year, month, day) * 86_400;
+    let mut i = 10;
+    if i == b.len() {
+        return Some(secs);
+    }
+    if !matches!(b[i], b'T' | b't' | b' ') {
+        return None;
+    }
+    let hour = num(i + 1, 2)?;
+    if b.get(i + 3) != Some(&b':') {
+        return None;
+    }
+    let minute = num(i + 4, 2)?;
+    i += 6;
+    let mut second = 0;
+    if b.get(i) == Some(&b':') {
+        second = num(i + 1, 2)?;
+        i += 3;
+        if matches!(b.get(i), Some(b'.' | b',')) {
+            i += 1;
+            let start = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+        }
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    secs += hour * 3600 + minute * 60 + second;
+    match b.get(i) {
+        None => Some(secs),
+        Some(b'Z' | b'z') if i + 1 == b.len() => Some(secs),
+        Some(&sign @ (b'+' | b'-')) => {
+            let oh = num(i + 1, 2)?;
+            let om = match b.len() - (i + 3) {
+                0 => 0,
+                2 => num(i + 3, 2)?,
+                3 if b[i + 3] == b':' => num(i + 4, 2)?,
+                _ => return None,
+            };
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let offset = oh * 3600 + om * 60;
+            Some(if sign == b'+' {
+                secs - offset
+            } else {
+                secs + offset
+            })
+        }
+        _ => None,
+    }
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_by_magnitude_and_unit() {
+        assert_eq!(numeric_timestamp("1547159644", None), Some(1547159644));
+        assert_eq!(numeric_timestamp("1547159644123", None), Some(1547159644));
+        assert_eq!(
+            numeric_timestamp("1547159644123456", None),
+            Some(1547159644)
+        );
+        assert_eq!(
+            numeric_timestamp("1547159644123456789", None),
+            Some(1547159644)
+        );
+        assert_eq!(numeric_timestamp("1547159644.9", None), Some(1547159644));
+        assert_eq!(numeric_timestamp("1547159644123.7", None), Some(1547159644));
+        assert_eq!(
+            numeric_timestamp("1547159644", Some(TimeUnit::Millis)),
+            Some(1547159)
+        );
+        assert_eq!(numeric_timestamp("5", Some(TimeUnit::Seconds)), Some(5));
+        assert_eq!(numeric_timestamp("yesterday", None), None);
+        assert_eq!(numeric_timestamp("1e400", None), None);
+    }
+
+    #[test]
+    fn iso_timestamps() {
+        assert_eq!(parse_iso8601("2019-01-10T22:34:04Z"), Some(1547159644));
+        assert_eq!(parse_iso8601("2019-01-10T22:34:04.999Z"), Some(1547159644));
+        assert_eq!(parse_iso8601("2019-01-10 22:34:04"), Some(1547159644));
+        assert_eq!(parse_iso8601("2019-01-11T00:34:04+02:00"), Some(1547159644));
+        assert_eq!(parse_iso8601("2019-01-10T17:34:04-0500"), Some(1547159644));
+        assert_eq!(parse_iso8601("2019-01-10T22:34Z"), Some(1547159640));
+        assert_eq!(parse_iso8601("2019-01-10"), Some(1547078400));
+        assert_eq!(parse_iso8601("1969-12-31T23:59:59Z"), Some(-1));
+        assert_eq!(parse_iso8601("2020-02-29T00:00:00Z"), Some(1582934400));
+        for bad in [
+            "2019-02-29",
+            "2019-13-01",
+            "2019-01-10T24:00:00",
+            "2019-01-10X",
+            "20190110",
+            "2019-01-10T22:34:04Zjunk",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn infers_the_widest_type() {
+        assert_eq!(inferred_type(SEEN_INT), AvroType::Long);
+        assert_eq!(inferred_type(SEEN_INT | SEEN_FLOAT), AvroType::Double);
+        assert_eq!(inferred_type(SEEN_INT | SEEN_STRING), AvroType::String);
+        assert_eq!(inferred_type(0), AvroType::String);
+    }
+
+    #[test]
+    fn text_fields_are_classified() {
+        assert_eq!(Cell::from_text(""), Cell::Null);
+        assert_eq!(
+            Cell::from_text("007"),
+            Cell::Number {
+                text: "007".into(),
+                integer: true
+            }
+        );
+        assert_eq!(
+            Cell::from_text("-2.5e3"),
+            Cell::Number {
+                text: "-2.5e3".into(),
+                integer: false
+            }
+        );
+        for text in ["1.", ".5", "1e", "12a", "true", " 1"] {
+            assert_eq!(Cell::from_text(text), Cell::Str(text.into()), "{text}");
+        }
+    }
+
+    #[test]
+    fn typed_cells_follow_the_same_rules() {
+        let mut s = Scratch::default();
+        assert_eq!(id(&Cell::Int(42), &mut s), Ok("42"));
+        let mut s = Scratch::default();
+        assert_eq!(
+            timestamp(&Cell::Int(1547159644123), &mut s, None),
+            Ok(1547159644)
+        );
+        assert_eq!(timestamp(&Cell::Seconds(5), &mut s, None), Ok(5));
+        let list = Cell::List(vec![Cell::Str("a".into()), Cell::Null, Cell::Float(2.5)]);
+        let mut s = Scratch::default();
+        assert_eq!(scalar_or_list(&list, &mut s, true), Ok("a|2.5"));
+    }
+}
