@@ -59,13 +59,17 @@ pub enum Command {
     Schema(Box<SchemaArgs>),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ConvertArgs {
     /// Files, folders or object-store prefixes (s3://, gs://, az://,
     /// abfs[s]://, file://) to convert, read recursively in key order.
     /// Hidden files, _SUCCESS, _temporary/, *.crc and empty files are
     /// skipped.
-    #[arg(value_name = "SOURCE", required = true, help_heading = "Input")]
+    #[arg(
+        value_name = "SOURCE",
+        required_unless_present = "config",
+        help_heading = "Input"
+    )]
     pub sources: Vec<String>,
 
     /// Only convert objects whose key under SOURCE matches GLOB
@@ -133,7 +137,7 @@ pub struct ConvertArgs {
         long,
         value_name = "DEST",
         help_heading = "Output",
-        required_unless_present = "dry_run"
+        required_unless_present_any = ["dry_run", "config"]
     )]
     pub output: Option<String>,
 
@@ -141,10 +145,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub schema_out: Option<String>,
 
-    /// Quote escaping: personalize (backslash, as Personalize documents) or
-    /// rfc4180 (doubled quotes, for other consumers).
-    #[arg(long, value_name = "DIALECT", default_value = "personalize", value_parser = ["personalize", "rfc4180"], help_heading = "Output")]
-    pub csv_dialect: String,
+    /// Quote escaping: personalize (backslash, as Personalize documents; the
+    /// default) or rfc4180 (doubled quotes, for other consumers).
+    #[arg(long, value_name = "DIALECT", value_parser = ["personalize", "rfc4180"], help_heading = "Output")]
+    pub csv_dialect: Option<String>,
 
     /// Decoding threads (default: every core).
     #[arg(long, value_name = "N", help_heading = "Run")]
@@ -167,7 +171,7 @@ pub struct ConvertArgs {
     pub progress: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SchemaArgs {
     #[command(flatten)]
     pub mapping: MappingArgs,
@@ -187,12 +191,16 @@ pub struct SchemaArgs {
 }
 
 /// Which source values fill which Personalize fields.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct MappingArgs {
-    /// The Personalize dataset type: interactions, users, items, actions or
-    /// action-interactions.
-    #[arg(short, long, value_name = "DATASET", default_value = "interactions", value_parser = ["interactions", "users", "items", "actions", "action-interactions"], help_heading = "Mapping")]
-    pub dataset: String,
+    /// Read settings from a TOML file (see the README); flags win over it.
+    #[arg(long, value_name = "FILE", help_heading = "Mapping")]
+    pub config: Option<String>,
+
+    /// The Personalize dataset type: interactions (the default), users,
+    /// items, actions or action-interactions.
+    #[arg(short, long, value_name = "DATASET", value_parser = ["interactions", "users", "items", "actions", "action-interactions"], help_heading = "Mapping")]
+    pub dataset: Option<String>,
 
     /// Fill FIELD from the source PATH (repeatable); PATH is a key or a
     /// dotted path into nested objects. A FIELD that is not reserved becomes

@@ -99,6 +99,8 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    config_file => "config-file",
+    err_config_unknown_key => "err-config-unknown-key",
     csv_spreadsheet => "csv-spreadsheet",
     csv_tsv => "csv-tsv",
     csv_delimiter_flag => "csv-delimiter-flag",

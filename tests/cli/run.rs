@@ -350,3 +350,32 @@ fn a_missing_source_is_a_run_error() {
         "personalize-prep: nowhere: cannot read the source: No such file or directory (os error 2)\n"
     );
 }
+
+#[test]
+fn flags_win_over_the_config_file() {
+    let wd = Workdir::new();
+    wd.copy_tree(&fixtures_dir().join("config-file"));
+    let run = wd.run(&[
+        "convert",
+        "--config",
+        "prep.toml",
+        "--map",
+        "TITLE=sku",
+        "--csv-dialect",
+        "rfc4180",
+        "-o",
+        "-",
+        "-q",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        run.stdout_text(),
+        "ITEM_ID,PRICE,GENRES,TITLE,CREATION_TIMESTAMP\n\
+         a-1,12.5,home|kitchen,a-1,1704164645\n\
+         a-2,7,home,a-2,1704164645\n"
+    );
+    assert!(
+        wd.files("out").is_empty(),
+        "-o from the flag replaces the file's output"
+    );
+}

@@ -1,6 +1,8 @@
 //! What the user typed, resolved: defaults filled in, contradictions
 //! rejected as usage errors before any data is read. Nothing below this
-//! module sees clap.
+//! module sees clap. A `--config` file is merged under the flags first.
+
+mod file;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -145,7 +147,8 @@ fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 fn mapping_spec(args: &MappingArgs) -> Result<MappingSpec> {
-    let mut spec = MappingSpec::new(parse::<Dataset>(&args.dataset)?);
+    let dataset = args.dataset.as_deref().unwrap_or("interactions");
+    let mut spec = MappingSpec::new(parse::<Dataset>(dataset)?);
     for m in &args.maps {
         let (field, path) = m.split_once('=').ok_or_else(|| {
             Error::usage(format!(
@@ -172,6 +175,21 @@ fn mapping_spec(args: &MappingArgs) -> Result<MappingSpec> {
 
 impl ConvertConfig {
     pub fn from_args(args: &ConvertArgs, quiet: bool) -> Result<Self> {
+        let mut merged = args.clone();
+        if let Some(path) = &args.mapping.config {
+            file::FileConfig::load(path)?.merge_convert(&mut merged);
+        }
+        let args = &merged;
+        if args.sources.is_empty() {
+            return Err(Error::usage(
+                "no SOURCE given (on the command line or in --config)",
+            ));
+        }
+        if args.output.is_none() && !args.dry_run {
+            return Err(Error::usage(
+                "no -o DEST given (on the command line or in --config)",
+            ));
+        }
         let mut mapping = mapping_spec(&args.mapping)?;
         mapping.timestamp_unit = args
             .timestamp_unit
@@ -231,7 +249,7 @@ impl ConvertConfig {
             mapping,
             csv,
             schema_out,
-            dialect: parse(&args.csv_dialect)?,
+            dialect: parse(args.csv_dialect.as_deref().unwrap_or("personalize"))?,
             threads,
             concurrency: args.concurrency.unwrap_or(8),
             storage_options: storage_options(&args.storage_options)?,
@@ -248,7 +266,11 @@ impl ConvertConfig {
 
 impl SchemaConfig {
     pub fn from_args(args: &SchemaArgs) -> Result<Self> {
-        let mapping = mapping_spec(&args.mapping)?;
+        let mut merged = args.mapping.clone();
+        if let Some(path) = &args.mapping.config {
+            file::FileConfig::load(path)?.merge_mapping(&mut merged);
+        }
+        let mapping = mapping_spec(&merged)?;
         mapping.check()?;
         Ok(SchemaConfig {
             mapping,
