@@ -20,10 +20,16 @@ pub struct Origin {
     pub row: u64,
     /// Offsets count bytes of the decompressed stream.
     pub decompressed: bool,
+    /// For Parquet: the row group, with `row` counted within it (and no
+    /// byte offset).
+    pub row_group: Option<usize>,
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(group) = self.row_group {
+            return write!(f, "{}: row group {group}, row {}", self.key, self.row);
+        }
         write!(f, "{}: byte {}", self.key, self.offset)?;
         if self.decompressed {
             f.write_str(" of the decompressed stream")?;

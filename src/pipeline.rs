@@ -25,6 +25,7 @@ use tokio::runtime::Handle;
 use crate::config::{ConvertConfig, CsvDest, Target};
 use crate::decode::csv::{self, Header};
 use crate::decode::json::{Scanner, Selector};
+use crate::decode::parquet::ParquetSource;
 use crate::decode::{self, Boundaries, Chunk, ChunkReader, Compression, Format};
 use crate::error::{Error, Result};
 use crate::mapping::{self, Converted, FirstRecord, Mapping};
@@ -259,6 +260,41 @@ fn peek(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// One unit of decoding work, in sequence order.
+enum Work {
+    Chunk(Decoder, Chunk),
+    /// A Parquet row group; `bool`: the object's last.
+    RowGroup(Arc<ParquetSource>, usize, bool),
+}
+
+/// Opens a Parquet object for row-group reads: local files in place, remote
+/// objects spooled to a temporary file first (Parquet needs random access).
+fn open_parquet(object: &Object, raw: Box<dyn Read + Send>) -> Result<ParquetSource> {
+    let fail = |what: &str, source: io::Error| Error::Read {
+        key: object.name.clone(),
+        what: what.to_string(),
+        source,
+    };
+    let (path, spool) = match &object.location {
+        Location::Local(path) => {
+            drop(raw);
+            (path.clone(), None)
+        }
+        Location::Remote { .. } => {
+            let mut tmp = tempfile::NamedTempFile::new()
+                .map_err(|e| fail("cannot create a temporary file", e))?;
+            let mut raw = raw;
+            io::copy(&mut raw, tmp.as_file_mut()).map_err(|e| fail("cannot read", e))?;
+            let path = tmp.into_temp_path();
+            (path.to_path_buf(), Some(path))
+        }
+    };
+    ParquetSource::open(path, spool).map_err(|message| Error::Unsupported {
+        key: object.name.clone(),
+        message,
+    })
+}
+
 /// How the chunks of one object are decoded.
 #[derive(Clone)]
 enum Decoder {
@@ -329,6 +365,7 @@ impl<'a> ObjectReader<'a> {
                             offset: chunk.base,
                             row: 0,
                             decompressed: self.decompressed,
+                            row_group: None,
                         };
                         return Err(Error::record(origin, None, reason));
                     }
@@ -393,7 +430,11 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
             "  {}  {} bytes  {enc}\n",
             object.name, object.size
         ));
-        if first.is_none() && opened.format != Format::Parquet {
+        if first.is_none() && opened.format == Format::Parquet {
+            let source = open_parquet(object, opened.stream)?;
+            let (keys, paths) = source.names();
+            first = Some((object.name.clone(), 0, FirstRecord { keys, paths }));
+        } else if first.is_none() {
             let mut reader = ObjectReader::new(object, opened, cfg);
             while let Some((decoder, chunk)) = reader.next_chunk(cfg)? {
                 if let Ok(Some(rec)) = first_record(&decoder, &chunk) {
@@ -561,12 +602,12 @@ fn read_all(
 ) {
     let mut seq = 0u64;
     // Chunks without a record, held until the mapping is resolved.
-    let mut held: Vec<(usize, Decoder, Chunk, bool)> = Vec::new();
+    let mut held: Vec<(usize, Work, bool)> = Vec::new();
     let fail = |seq: u64, object: usize, error: Error| {
         let _ = permits.send(());
         let _ = done.send((seq, Done::Failed { object, error }));
     };
-    let dispatch = |seq: u64, index: usize, decoder: Decoder, chunk: Chunk, decompressed: bool| {
+    let dispatch = |seq: u64, index: usize, work: Work, decompressed: bool| {
         if permits.send(()).is_err() {
             return false;
         }
@@ -575,12 +616,19 @@ fn read_all(
         let name = objects[index].name.clone();
         let dialect = cfg.dialect;
         pool.spawn(move || {
-            let last = chunk.last;
-            let converted = match &decoder {
-                Decoder::Json => mapping.convert_json(&chunk, &name, decompressed, dialect),
-                Decoder::Csv(header) => {
-                    mapping.convert_csv(&chunk, header, &name, decompressed, dialect)
-                }
+            let (converted, last) = match &work {
+                Work::Chunk(Decoder::Json, chunk) => (
+                    mapping.convert_json(chunk, &name, decompressed, dialect),
+                    chunk.last,
+                ),
+                Work::Chunk(Decoder::Csv(header), chunk) => (
+                    mapping.convert_csv(chunk, header, &name, decompressed, dialect),
+                    chunk.last,
+                ),
+                Work::RowGroup(source, group, last) => (
+                    mapping.convert_parquet(source, *group, &name, dialect),
+                    *last,
+                ),
             };
             let out = match converted {
                 Ok(converted) => Done::Rows {
@@ -610,11 +658,35 @@ fn read_all(
             opened.compression.name()
         );
         if opened.format == Format::Parquet {
-            let error = Error::Unsupported {
-                key: object.name.clone(),
-                message: "parquet sources are not supported by this version yet".into(),
+            let source = match open_parquet(object, opened.stream) {
+                Ok(source) => Arc::new(source),
+                Err(e) => return fail(seq, index, e),
             };
-            return fail(seq, index, error);
+            if mapping.get().is_none() {
+                let (keys, paths) = source.names();
+                let first = FirstRecord { keys, paths };
+                match resolve(cfg, Some((&object.name, 0, &first))) {
+                    Ok(m) => {
+                        let _ = mapping.set(Arc::new(m));
+                    }
+                    Err(e) => return fail(seq, index, e),
+                }
+                for (i, work, d) in held.drain(..) {
+                    if !dispatch(seq, i, work, d) {
+                        return;
+                    }
+                    seq += 1;
+                }
+            }
+            let groups = source.row_groups();
+            for group in 0..groups {
+                let work = Work::RowGroup(Arc::clone(&source), group, group + 1 == groups);
+                if !dispatch(seq, index, work, false) {
+                    return;
+                }
+                seq += 1;
+            }
+            continue;
         }
         let decompressed = opened.compression != Compression::None;
         let mut reader = ObjectReader::new(object, opened, cfg);
@@ -639,18 +711,18 @@ fn read_all(
                         let _ = mapping.set(Arc::new(fallback(cfg)));
                     }
                     Ok(None) => {
-                        held.push((index, decoder, chunk, decompressed));
+                        held.push((index, Work::Chunk(decoder, chunk), decompressed));
                         continue;
                     }
                 }
-                for (i, dec, c, d) in held.drain(..) {
-                    if !dispatch(seq, i, dec, c, d) {
+                for (i, work, d) in held.drain(..) {
+                    if !dispatch(seq, i, work, d) {
                         return;
                     }
                     seq += 1;
                 }
             }
-            if !dispatch(seq, index, decoder, chunk, decompressed) {
+            if !dispatch(seq, index, Work::Chunk(decoder, chunk), decompressed) {
                 return;
             }
             seq += 1;
@@ -659,8 +731,8 @@ fn read_all(
     if mapping.get().is_none() {
         let _ = mapping.set(Arc::new(fallback(cfg)));
     }
-    for (i, dec, c, d) in held.drain(..) {
-        if !dispatch(seq, i, dec, c, d) {
+    for (i, work, d) in held.drain(..) {
+        if !dispatch(seq, i, work, d) {
             return;
         }
         seq += 1;
@@ -703,7 +775,11 @@ fn write_all(
             match item {
                 Done::Failed { object, error } => {
                     let mut error = error;
-                    if let Error::Record(bad) = &mut error {
+                    // JSON and CSV chunks count rows from their own start;
+                    // a Parquet row is already counted within its group.
+                    if let Error::Record(bad) = &mut error
+                        && bad.origin.row_group.is_none()
+                    {
                         bad.origin.row += object_records;
                     }
                     log::debug!("failed in {}", objects[object].name);

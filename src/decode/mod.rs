@@ -8,6 +8,7 @@
 
 pub(crate) mod csv;
 pub(crate) mod json;
+pub(crate) mod parquet;
 
 use std::fmt;
 use std::io::{self, Read};

@@ -19,9 +19,11 @@ mod value;
 use crate::decode::Chunk;
 use crate::decode::csv::Header;
 use crate::decode::json::{self, Capture, Selector};
+use crate::decode::parquet::{self, ParquetSource};
 use crate::error::{Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
 use crate::sink::csv::{Dialect, push_field};
+use arrow_array::RecordBatch;
 pub(crate) use value::Cell;
 use value::{Scratch, inferred_type};
 
@@ -702,6 +704,7 @@ impl Mapping {
             offset: chunk.base + at,
             row,
             decompressed,
+            row_group: None,
         };
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(false)
@@ -749,6 +752,46 @@ impl Mapping {
         Ok(done)
     }
 
+    /// Decodes one Parquet row group (its mapped columns only) and converts
+    /// each row.
+    pub(crate) fn convert_parquet(
+        &self,
+        source: &ParquetSource,
+        group: usize,
+        object: &str,
+        dialect: Dialect,
+    ) -> Result<Converted> {
+        let origin = |row: u64| Origin {
+            key: object.to_string(),
+            offset: 0,
+            row,
+            decompressed: false,
+            row_group: Some(group),
+        };
+        let batches =
+            source
+                .read_row_group(group, &self.paths)
+                .map_err(|e| Error::Unsupported {
+                    key: object.to_string(),
+                    message: e,
+                })?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let mut done = Converted::new(self.fields.len(), rows * 32);
+        for batch in &batches {
+            let columns: Vec<_> = self
+                .paths
+                .iter()
+                .map(|p| parquet::column(batch, p))
+                .collect();
+            for row in 0..batch.num_rows() {
+                let cell = |slot: usize| columns[slot].as_ref().map(|c| c.cell(row));
+                let at = done.records;
+                self.push_row(&mut done, cell, dialect, || origin(at))?;
+            }
+        }
+        Ok(done)
+    }
+
     /// Decodes a chunk of JSON records and converts each into a CSV row. The
     /// first bad record ends the chunk with an error naming its origin.
     pub(crate) fn convert_json(
@@ -767,6 +810,7 @@ impl Mapping {
             offset: chunk.base + at as u64,
             row,
             decompressed,
+            row_group: None,
         };
         loop {
             let span = match scanner.next_record(&self.selector, &mut caps) {

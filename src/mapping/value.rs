@@ -15,8 +15,6 @@ use super::TimeUnit;
 
 /// One source value.
 #[derive(Debug, Clone, PartialEq)]
-// The typed variants are for columnar sources (Parquet), which come next.
-#[allow(dead_code)]
 pub(crate) enum Cell<'a> {
     Null,
     /// A string, ready to use.

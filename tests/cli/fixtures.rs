@@ -99,6 +99,8 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    parquet_pyarrow => "parquet-pyarrow",
+    err_parquet_null => "err-parquet-null",
     config_file => "config-file",
     err_config_unknown_key => "err-config-unknown-key",
     csv_spreadsheet => "csv-spreadsheet",

@@ -619,3 +619,24 @@ fn retries_give_up_naming_the_object_and_the_status() {
     assert!(run.stderr.contains("503"), "{}", run.describe());
     assert!(run.stderr.contains("after 2 retries"), "{}", run.describe());
 }
+
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn parquet_from_s3_is_spooled_and_read_by_row_group() {
+    let store = test_store();
+    let prefix = unique("parquet");
+    let case = fixtures_dir().join("parquet-pyarrow");
+    upload_tree(&store, &case.join("input"), &prefix);
+    let wd = Workdir::new();
+    let args_text = fs::read_to_string(case.join("args")).unwrap();
+    let src = format!("s3://{}/{prefix}/", bucket());
+    let args: Vec<&str> = args_text
+        .lines()
+        .map(|a| if a == "input" { src.as_str() } else { a })
+        .collect();
+    s3_run(&wd, &args).assert_code(0);
+    assert_eq!(
+        wd.read("out/interactions.csv"),
+        fs::read_to_string(case.join("expected/interactions.csv")).unwrap()
+    );
+}

@@ -1,0 +1,336 @@
+//! Parquet sources, row group by row group.
+//!
+//! Only the columns under a mapped path are decoded (a projection mask over
+//! the leaves), so memory is bounded by one row group's mapped columns, not
+//! the file. Nested struct columns are reached by dotted path; a top-level
+//! column whose name contains dots wins over the walk, as for JSON. Each
+//! typed value becomes a `Cell`, so the value rules are the JSON ones.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::PathBuf;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
+use arrow_schema::{DataType, Fields, TimeUnit};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+
+use crate::mapping::Cell;
+
+/// An opened Parquet file: its metadata, read once, shared by the workers
+/// that decode its row groups.
+pub(crate) struct ParquetSource {
+    /// Each read opens its own handle: handles cloned from one file share
+    /// its position, and workers read row groups at the same time.
+    path: PathBuf,
+    metadata: ArrowReaderMetadata,
+    /// A temporary copy of a remote object, removed on drop.
+    _spool: Option<tempfile::TempPath>,
+}
+
+impl ParquetSource {
+    pub fn open(path: PathBuf, spool: Option<tempfile::TempPath>) -> Result<Self, String> {
+        let file = File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
+        let metadata = ArrowReaderMetadata::load(&file, Default::default())
+            .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+        Ok(ParquetSource {
+            path,
+            metadata,
+            _spool: spool,
+        })
+    }
+
+    pub fn row_groups(&self) -> usize {
+        self.metadata.metadata().num_row_groups()
+    }
+
+    /// Top-level column names, and every path (nested ones dotted).
+    pub fn names(&self) -> (Vec<String>, Vec<String>) {
+        let fields = self.metadata.schema().fields();
+        let keys = fields.iter().map(|f| f.name().clone()).collect();
+        let mut paths = Vec::new();
+        fn walk(prefix: &str, fields: &Fields, out: &mut Vec<String>) {
+            for f in fields {
+                let path = if prefix.is_empty() {
+                    f.name().clone()
+                } else {
+                    format!("{prefix}.{}", f.name())
+                };
+                out.push(path.clone());
+                if let DataType::Struct(inner) = f.data_type() {
+                    walk(&path, inner, out);
+                }
+            }
+        }
+        walk("", fields, &mut paths);
+        (keys, paths)
+    }
+
+    /// Decodes one row group, only the leaves under `paths`.
+    pub fn read_row_group(
+        &self,
+        index: usize,
+        paths: &[String],
+    ) -> Result<Vec<RecordBatch>, String> {
+        let descr = self.metadata.metadata().file_metadata().schema_descr();
+        let leaves = (0..descr.num_columns()).filter(|&i| {
+            let leaf = descr.column(i).path().string();
+            paths.iter().any(|p| {
+                leaf == *p
+                    || leaf.starts_with(&format!("{p}."))
+                    // A walk may stop at a struct whose name has dots.
+                    || p.starts_with(&format!("{leaf}."))
+            })
+        });
+        let mask = ProjectionMask::leaves(descr, leaves.collect::<Vec<_>>());
+        let file = File::open(&self.path).map_err(|e| format!("cannot reopen: {e}"))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+                .with_row_groups(vec![index])
+                .with_projection(mask)
+                .with_batch_size(8192)
+                .build()
+                .map_err(|e| format!("cannot read row group {index}: {e}"))?;
+        reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot decode row group {index}: {e}"))
+    }
+}
+
+/// The column of `path` in a batch: an exact top-level name, else a walk
+/// through struct columns.
+pub(crate) fn column<'a>(batch: &'a RecordBatch, path: &str) -> Option<Column<'a>> {
+    if let Some(a) = batch.column_by_name(path) {
+        return Some(Column::new(a));
+    }
+    let mut parts = path.split('.');
+    let mut array: &ArrayRef = batch.column_by_name(parts.next()?)?;
+    let mut parents: Vec<&'a StructArray> = Vec::new();
+    for part in parts {
+        let s = array.as_struct_opt()?;
+        parents.push(s);
+        array = s.column_by_name(part)?;
+    }
+    let mut col = Column::new(array);
+    col.parents = parents;
+    Some(col)
+}
+
+/// A column with what reading one row needs: dictionary keys resolved once
+/// per batch, and the structs around it (a null struct nulls its fields).
+pub(crate) struct Column<'a> {
+    array: &'a ArrayRef,
+    dictionary: Option<(Vec<usize>, &'a ArrayRef)>,
+    parents: Vec<&'a StructArray>,
+}
+
+impl<'a> Column<'a> {
+    fn new(array: &'a ArrayRef) -> Self {
+        let dictionary = array
+            .as_any_dictionary_opt()
+            .map(|d| (d.normalized_keys(), d.values()));
+        Column {
+            array,
+            dictionary,
+            parents: Vec::new(),
+        }
+    }
+
+    pub fn cell(&self, row: usize) -> Cell<'a> {
+        if self.array.is_null(row) || self.parents.iter().any(|p| p.is_null(row)) {
+            return Cell::Null;
+        }
+        let array: &'a ArrayRef = self.array;
+        match &self.dictionary {
+            Some((keys, values)) => {
+                let values: &'a ArrayRef = values;
+                cell(values.as_ref(), keys[row])
+            }
+            None => cell(array.as_ref(), row),
+        }
+    }
+}
+
+fn owned_number<'a>(text: String, integer: bool) -> Cell<'a> {
+    Cell::Number {
+        text: Cow::Owned(text),
+        integer,
+    }
+}
+
+/// The value at `row` of a (non-dictionary) array.
+pub(crate) fn cell(array: &dyn Array, row: usize) -> Cell<'_> {
+    if array.is_null(row) {
+        return Cell::Null;
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            Cell::Int(i64::from(array.as_primitive::<$t>().value(row)))
+        };
+    }
+    match array.data_type() {
+        DataType::Null => Cell::Null,
+        DataType::Boolean => Cell::Bool(array.as_boolean().value(row)),
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => {
+            let v = array.as_primitive::<UInt64Type>().value(row);
+            match i64::try_from(v) {
+                Ok(v) => Cell::Int(v),
+                Err(_) => owned_number(v.to_string(), true),
+            }
+        }
+        // A float's shortest form is its own, not its double's (0.1f32 is
+        // 0.1, not 0.10000000149011612).
+        DataType::Float16 => owned_number(
+            array.as_primitive::<Float16Type>().value(row).to_string(),
+            false,
+        ),
+        DataType::Float32 => owned_number(
+            array.as_primitive::<Float32Type>().value(row).to_string(),
+            false,
+        ),
+        DataType::Float64 => Cell::Float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Decimal32(_, s) => decimal(
+            i128::from(array.as_primitive::<Decimal32Type>().value(row)),
+            *s,
+        ),
+        DataType::Decimal64(_, s) => decimal(
+            i128::from(array.as_primitive::<Decimal64Type>().value(row)),
+            *s,
+        ),
+        DataType::Decimal128(_, s) => {
+            decimal(array.as_primitive::<Decimal128Type>().value(row), *s)
+        }
+        DataType::Utf8 => Cell::Str(Cow::Borrowed(array.as_string::<i32>().value(row))),
+        DataType::LargeUtf8 => Cell::Str(Cow::Borrowed(array.as_string::<i64>().value(row))),
+        DataType::Utf8View => Cell::Str(Cow::Borrowed(array.as_string_view().value(row))),
+        DataType::Binary => binary(array.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => binary(array.as_binary::<i64>().value(row)),
+        DataType::BinaryView => binary(array.as_binary_view().value(row)),
+        DataType::Timestamp(unit, _) => {
+            let per_second = match unit {
+                TimeUnit::Second => 1,
+                TimeUnit::Millisecond => 1_000,
+                TimeUnit::Microsecond => 1_000_000,
+                TimeUnit::Nanosecond => 1_000_000_000,
+            };
+            let v = match unit {
+                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row),
+                TimeUnit::Millisecond => {
+                    array.as_primitive::<TimestampMillisecondType>().value(row)
+                }
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(row)
+                }
+                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row),
+            };
+            Cell::Seconds(v / per_second)
+        }
+        DataType::Date32 => {
+            Cell::Seconds(i64::from(array.as_primitive::<Date32Type>().value(row)) * 86_400)
+        }
+        DataType::Date64 => Cell::Seconds(array.as_primitive::<Date64Type>().value(row) / 1_000),
+        DataType::List(_) => list(array.as_list::<i32>().value(row)),
+        DataType::LargeList(_) => list(array.as_list::<i64>().value(row)),
+        DataType::Dictionary(_, _) => {
+            let d = array.as_any_dictionary();
+            let key = d.normalized_keys()[row];
+            // A dictionary inside a list: rare enough to resolve per value.
+            owned(cell(d.values().as_ref(), key))
+        }
+        DataType::Struct(_) | DataType::Map(_, _) => Cell::Object,
+        other => Cell::Str(Cow::Owned(format!("<unsupported Parquet type {other}>"))),
+    }
+}
+
+/// A list value's elements (the list array outlives them via `owned`).
+fn list<'a>(values: ArrayRef) -> Cell<'a> {
+    let cells = (0..values.len())
+        .map(|i| owned(cell(values.as_ref(), i)))
+        .collect();
+    Cell::List(cells)
+}
+
+/// A cell that borrows nothing.
+fn owned<'a>(c: Cell<'_>) -> Cell<'a> {
+    match c {
+        Cell::Str(s) => Cell::Str(Cow::Owned(s.into_owned())),
+        Cell::Number { text, integer } => owned_number(text.into_owned(), integer),
+        Cell::JsonStr(raw) => Cell::Str(Cow::Owned(String::from_utf8_lossy(raw).into_owned())),
+        Cell::JsonArray(_) | Cell::Object => Cell::Object,
+        Cell::List(items) => Cell::List(items.into_iter().map(owned).collect()),
+        Cell::Null => Cell::Null,
+        Cell::Int(n) => Cell::Int(n),
+        Cell::Float(x) => Cell::Float(x),
+        Cell::Bool(b) => Cell::Bool(b),
+        Cell::Seconds(s) => Cell::Seconds(s),
+    }
+}
+
+fn binary(bytes: &[u8]) -> Cell<'_> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cell::Str(Cow::Borrowed(s)),
+        Err(_) => Cell::Str(Cow::Owned(String::from_utf8_lossy(bytes).into_owned())),
+    }
+}
+
+/// A decimal's exact text: `v` scaled by 10^-`scale`.
+fn decimal<'a>(v: i128, scale: i8) -> Cell<'a> {
+    if scale <= 0 {
+        let text = format!("{v}{}", "0".repeat(scale.unsigned_abs() as usize));
+        return owned_number(text, true);
+    }
+    let digits = v.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    let sign = if v < 0 { "-" } else { "" };
+    owned_number(format!("{sign}{int}.{frac}"), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn decimals_keep_their_digits() {
+        let text = |c: Cell| match c {
+            Cell::Number { text, .. } => text.into_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(decimal(1250, 2)), "12.50");
+        assert_eq!(text(decimal(-5, 3)), "-0.005");
+        assert_eq!(text(decimal(7, 0)), "7");
+        assert_eq!(text(decimal(7, -2)), "700");
+    }
+
+    #[test]
+    fn dictionary_and_list_columns_become_cells() {
+        use arrow_array::{DictionaryArray, ListArray, StringArray};
+        let dict: DictionaryArray<Int32Type> = vec!["a", "b", "a"].into_iter().collect();
+        let array: ArrayRef = Arc::new(dict);
+        let col = Column::new(&array);
+        assert_eq!(col.cell(2), Cell::Str(Cow::Borrowed("a")));
+        let list: ListArray = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), None, Some(3)]),
+            None,
+        ]);
+        let array: ArrayRef = Arc::new(list);
+        assert_eq!(
+            cell(array.as_ref(), 0),
+            Cell::List(vec![Cell::Int(1), Cell::Null, Cell::Int(3)])
+        );
+        assert_eq!(cell(array.as_ref(), 1), Cell::Null);
+        let s: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None]));
+        assert_eq!(cell(s.as_ref(), 1), Cell::Null);
+    }
+}
