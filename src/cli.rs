@@ -21,6 +21,15 @@ Examples:
       --map DESCRIPTION=text --textual DESCRIPTION -o items/
 ";
 
+const INSPECT_EXAMPLES: &str = "\
+Examples:
+  # What is under a Firehose prefix, and how it maps to interactions
+  personalize-prep inspect s3://raw/useritem/2024/01/
+
+  # A ready config for items, from the first 10,000 records of each object
+  personalize-prep inspect items/ --dataset items --sample 10000 --suggest > items.toml
+";
+
 const SCHEMA_EXAMPLES: &str = "\
 Examples:
   # The schema for interactions with an EVENT_TYPE column
@@ -54,6 +63,9 @@ pub enum Command {
     /// Convert JSON sources into one Personalize CSV plus its Avro schema.
     #[command(after_long_help = CONVERT_EXAMPLES)]
     Convert(Box<ConvertArgs>),
+    /// Report what the sources hold and how it maps, like a Glue crawler.
+    #[command(after_long_help = INSPECT_EXAMPLES)]
+    Inspect(Box<InspectArgs>),
     /// Print the Avro schema for a dataset and mapping, reading no data.
     #[command(after_long_help = SCHEMA_EXAMPLES)]
     Schema(Box<SchemaArgs>),
@@ -61,15 +73,62 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ConvertArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+
+    /// Where the CSV goes: a FILE.csv (schema beside it as FILE.avsc), a
+    /// folder or prefix (gets <dataset>.csv and <dataset>.avsc), or - for
+    /// stdout. Local paths and object-store URLs alike.
+    #[arg(
+        short,
+        long,
+        value_name = "DEST",
+        help_heading = "Output",
+        required_unless_present_any = ["dry_run", "config"]
+    )]
+    pub output: Option<String>,
+
+    /// Write the Avro schema here instead of beside the CSV.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub schema_out: Option<String>,
+
+    /// Quote escaping: personalize (backslash, as Personalize documents; the
+    /// default) or rfc4180 (doubled quotes, for other consumers).
+    #[arg(long, value_name = "DIALECT", value_parser = ["personalize", "rfc4180"], help_heading = "Output")]
+    pub csv_dialect: Option<String>,
+
+    /// Decoding threads (default: every core).
+    #[arg(long, value_name = "N", help_heading = "Run")]
+    pub threads: Option<usize>,
+
+    /// Bytes per part of a multipart upload (for tests; at least 5 MiB on S3).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub part_bytes: Option<usize>,
+
+    /// Bytes of input per decoding chunk (for tests of chunk boundaries).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub chunk_bytes: Option<usize>,
+
+    /// List the objects and the resolved mapping; write nothing.
+    #[arg(long, help_heading = "Run")]
+    pub dry_run: bool,
+
+    /// Progress bar on stderr: auto shows it when stderr is a terminal.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"], help_heading = "Run")]
+    pub progress: String,
+}
+
+/// Where the data is and how to read it (convert and inspect).
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
     /// Files, folders or object-store prefixes (s3://, gs://, az://,
     /// abfs[s]://, file://) to convert, read recursively in key order.
     /// Hidden files, _SUCCESS, _temporary/, *.crc and empty files are
     /// skipped.
-    #[arg(
-        value_name = "SOURCE",
-        required_unless_present = "config",
-        help_heading = "Input"
-    )]
+    #[arg(value_name = "SOURCE", help_heading = "Input")]
     pub sources: Vec<String>,
 
     /// Only convert objects whose key under SOURCE matches GLOB
@@ -125,50 +184,30 @@ pub struct ConvertArgs {
     /// accepts ISO 8601 strings only.
     #[arg(long, value_name = "UNIT", value_parser = ["s", "ms", "us", "ns", "iso"], help_heading = "Input")]
     pub timestamp_unit: Option<String>,
+}
 
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
     #[command(flatten)]
-    pub mapping: MappingArgs,
+    pub input: InputArgs,
 
-    /// Where the CSV goes: a FILE.csv (schema beside it as FILE.avsc), a
-    /// folder or prefix (gets <dataset>.csv and <dataset>.avsc), or - for
-    /// stdout. Local paths and object-store URLs alike.
-    #[arg(
-        short,
-        long,
-        value_name = "DEST",
-        help_heading = "Output",
-        required_unless_present_any = ["dry_run", "config"]
-    )]
-    pub output: Option<String>,
+    /// The Personalize dataset type whose reserved fields are matched:
+    /// interactions (the default), users, items, actions or
+    /// action-interactions.
+    #[arg(short, long, value_name = "DATASET", value_parser = ["interactions", "users", "items", "actions", "action-interactions"], help_heading = "Mapping")]
+    pub dataset: Option<String>,
 
-    /// Write the Avro schema here instead of beside the CSV.
-    #[arg(long, value_name = "FILE", help_heading = "Output")]
-    pub schema_out: Option<String>,
-
-    /// Quote escaping: personalize (backslash, as Personalize documents; the
-    /// default) or rfc4180 (doubled quotes, for other consumers).
-    #[arg(long, value_name = "DIALECT", value_parser = ["personalize", "rfc4180"], help_heading = "Output")]
-    pub csv_dialect: Option<String>,
-
-    /// Decoding threads (default: every core).
+    /// Stop after N records per object (default: scan every record).
     #[arg(long, value_name = "N", help_heading = "Run")]
-    pub threads: Option<usize>,
+    pub sample: Option<u64>,
 
-    /// Bytes per part of a multipart upload (for tests; at least 5 MiB on S3).
-    #[arg(long, value_name = "BYTES", hide = true)]
-    pub part_bytes: Option<usize>,
+    /// Print the report as JSON, for machines.
+    #[arg(long, help_heading = "Output", conflicts_with = "suggest")]
+    pub json: bool,
 
-    /// Bytes of input per decoding chunk (for tests of chunk boundaries).
-    #[arg(long, value_name = "BYTES", hide = true)]
-    pub chunk_bytes: Option<usize>,
-
-    /// List the objects and the resolved mapping; write nothing.
-    #[arg(long, help_heading = "Run")]
-    pub dry_run: bool,
-
-    /// Progress bar on stderr: auto shows it when stderr is a terminal.
-    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"], help_heading = "Run")]
-    pub progress: String,
+    /// Print a complete TOML config that `convert --config` accepts.
+    #[arg(long, help_heading = "Output")]
+    pub suggest: bool,
 }
 
 #[derive(Debug, Clone, Args)]

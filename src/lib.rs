@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod inspect;
 pub mod mapping;
 pub mod pipeline;
 pub mod progress;
@@ -32,7 +33,7 @@ use std::io::Write;
 pub use error::{Error, Result};
 
 use cli::{Cli, Command};
-use config::{ConvertConfig, SchemaConfig};
+use config::{ConvertConfig, InspectConfig, SchemaConfig};
 
 /// Runs a parsed command line; the exit code on success.
 pub fn run(cli: &Cli) -> Result<i32> {
@@ -51,6 +52,18 @@ pub fn run(cli: &Cli) -> Result<i32> {
             if !cfg.quiet {
                 eprint!("{}", progress::summary_text(&summary));
             }
+            Ok(0)
+        }
+        Command::Inspect(args) => {
+            let cfg = InspectConfig::from_args(args)?;
+            let text = inspect::run(&cfg)?;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|source| Error::Write {
+                    path: "<stdout>".into(),
+                    what: "cannot write",
+                    source,
+                })?;
             Ok(0)
         }
         Command::Schema(args) => {

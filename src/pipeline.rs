@@ -28,7 +28,7 @@ use crate::decode::json::{Scanner, Selector};
 use crate::decode::parquet::ParquetSource;
 use crate::decode::{self, Boundaries, Chunk, ChunkReader, Compression, Format};
 use crate::error::{Error, Result};
-use crate::mapping::{self, Converted, FirstRecord, Mapping};
+use crate::mapping::{self, Cell, Converted, FirstRecord, Mapping};
 use crate::progress::Progress;
 use crate::schema::Schema;
 use crate::sink::{self, AtomicFile, CsvOut, Upload};
@@ -511,6 +511,168 @@ fn resolve(cfg: &ConvertConfig, first: Option<(&str, u64, &FirstRecord)>) -> Res
         };
         Error::Mapping { key, message }
     })
+}
+
+/// What `inspect` sees: each object with its encoding, then its records as
+/// (path, value) pairs, nested JSON objects flattened to dotted paths.
+pub(crate) trait Visit {
+    fn object(&mut self, object: &Object, format: Format, compression: Compression);
+    fn record(&mut self, fields: Vec<(String, Cell<'static>)>);
+}
+
+/// Reads every record of every object in order on one thread, at most
+/// `sample` per object, for `inspect`.
+pub(crate) fn scan_records(
+    cfg: &ConvertConfig,
+    sample: Option<u64>,
+    visit: &mut dyn Visit,
+) -> Result<()> {
+    let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
+    let objects = io.list(cfg)?;
+    let mut prefetch = Prefetch::new(&objects, io.handle(), cfg.concurrency);
+    let selector = Selector::default();
+    for (index, object) in objects.iter().enumerate() {
+        let opened = open(object, prefetch.open(index)?, cfg)?;
+        visit.object(object, opened.format, opened.compression);
+        let mut left = sample.unwrap_or(u64::MAX);
+        if opened.format == Format::Parquet {
+            let source = open_parquet(object, opened.stream)?;
+            let (keys, paths) = source.names();
+            // Leaves only: a struct is seen through its fields.
+            let leaves: Vec<String> = paths
+                .iter()
+                .filter(|p| !paths.iter().any(|q| q.starts_with(&format!("{p}."))))
+                .cloned()
+                .collect();
+            for group in 0..source.row_groups() {
+                let batches =
+                    source
+                        .read_row_group(group, &keys)
+                        .map_err(|message| Error::Unsupported {
+                            key: object.name.clone(),
+                            message,
+                        })?;
+                for batch in &batches {
+                    let columns: Vec<_> = leaves
+                        .iter()
+                        .map(|p| crate::decode::parquet::column(batch, p))
+                        .collect();
+                    for row in 0..batch.num_rows() {
+                        if left == 0 {
+                            break;
+                        }
+                        left -= 1;
+                        let fields = leaves
+                            .iter()
+                            .zip(&columns)
+                            .filter_map(|(p, c)| {
+                                Some((p.clone(), c.as_ref()?.cell(row).into_owned()))
+                            })
+                            .collect();
+                        visit.record(fields);
+                    }
+                }
+            }
+            continue;
+        }
+        let decompressed = opened.compression != Compression::None;
+        let mut reader = ObjectReader::new(object, opened, cfg);
+        while left > 0 {
+            let Some((decoder, chunk)) = reader.next_chunk(cfg)? else {
+                break;
+            };
+            match decoder {
+                Decoder::Json => {
+                    let mut scanner = Scanner::new(&chunk.bytes, chunk.top);
+                    while left > 0 {
+                        let span = scanner.next_record(&selector, &mut []).map_err(|e| {
+                            let origin = crate::error::Origin {
+                                key: object.name.clone(),
+                                offset: chunk.base + e.record_start as u64,
+                                row: 0,
+                                decompressed,
+                                row_group: None,
+                            };
+                            Error::record(origin, None, e.describe(chunk.base))
+                        })?;
+                        let Some((start, end)) = span else { break };
+                        left -= 1;
+                        let value: serde_json::Value =
+                            serde_json::from_slice(&chunk.bytes[start..end]).unwrap_or_default();
+                        let mut fields = Vec::new();
+                        flatten_json("", &value, &mut fields);
+                        visit.record(fields);
+                    }
+                }
+                Decoder::Csv(header) => {
+                    let mut csv = ::csv::ReaderBuilder::new()
+                        .has_headers(false)
+                        .delimiter(header.delimiter)
+                        .flexible(true)
+                        .from_reader(chunk.bytes.as_slice());
+                    for record in csv.byte_records() {
+                        if left == 0 {
+                            break;
+                        }
+                        let Ok(record) = record else { break };
+                        if record.len() == 1 && record[0].is_empty() {
+                            continue;
+                        }
+                        left -= 1;
+                        let fields = header
+                            .names
+                            .iter()
+                            .zip(record.iter())
+                            .map(|(name, field)| {
+                                let text = String::from_utf8_lossy(field);
+                                (name.clone(), Cell::from_text(&text).into_owned())
+                            })
+                            .collect();
+                        visit.record(fields);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON object's values by dotted path; an object is itself a value
+/// (`Cell::Object`) and its fields follow it.
+fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Cell<'static>)>) {
+    let Some(map) = value.as_object() else {
+        return;
+    };
+    for (k, v) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        out.push((path.clone(), json_cell(v)));
+        if v.is_object() {
+            flatten_json(&path, v, out);
+        }
+    }
+}
+
+fn json_cell(v: &serde_json::Value) -> Cell<'static> {
+    use serde_json::Value as V;
+    match v {
+        V::Null => Cell::Null,
+        V::Bool(b) => Cell::Bool(*b),
+        V::Number(n) => {
+            let text = n.to_string();
+            let integer = n.is_i64() || n.is_u64();
+            Cell::Number {
+                text: text.into(),
+                integer,
+            }
+        }
+        V::String(s) => Cell::Str(s.clone().into()),
+        V::Array(items) => Cell::List(items.iter().map(json_cell).collect()),
+        V::Object(_) => Cell::Object,
+    }
 }
 
 /// Converts every object into one CSV and its schema.

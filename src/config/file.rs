@@ -148,26 +148,27 @@ impl FileConfig {
                 *flag = file.unwrap_or_default();
             }
         }
-        fill_list(&mut args.sources, self.sources.take());
-        fill_list(&mut args.include, self.include.take());
-        fill_list(&mut args.exclude, self.exclude.take());
-        fill(&mut args.format, self.format.take());
-        fill(&mut args.compression, self.compression.take());
-        fill(&mut args.delimiter, self.delimiter.take());
-        fill(&mut args.timestamp_unit, self.timestamp_unit.take());
+        fill_list(&mut args.input.sources, self.sources.take());
+        fill_list(&mut args.input.include, self.include.take());
+        fill_list(&mut args.input.exclude, self.exclude.take());
+        fill(&mut args.input.format, self.format.take());
+        fill(&mut args.input.compression, self.compression.take());
+        fill(&mut args.input.delimiter, self.delimiter.take());
+        fill(&mut args.input.timestamp_unit, self.timestamp_unit.take());
         fill(&mut args.output, self.output.take());
         fill(&mut args.schema_out, self.schema_out.take());
         fill(&mut args.csv_dialect, self.csv_dialect.take());
         fill(&mut args.threads, self.threads.take());
-        fill(&mut args.concurrency, self.concurrency.take());
+        fill(&mut args.input.concurrency, self.concurrency.take());
         let flagged: Vec<String> = args
+            .input
             .storage_options
             .iter()
             .filter_map(|o| o.split_once('=').map(|(k, _)| k.to_string()))
             .collect();
         for (k, v) in self.storage_options.take().unwrap_or_default() {
             if !flagged.contains(&k) {
-                args.storage_options.push(format!("{k}={v}"));
+                args.input.storage_options.push(format!("{k}={v}"));
             }
         }
         self.merge_mapping(&mut args.mapping);

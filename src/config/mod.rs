@@ -7,7 +7,7 @@ mod file;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use crate::cli::{ConvertArgs, MappingArgs, SchemaArgs};
+use crate::cli::{ConvertArgs, InputArgs, InspectArgs, MappingArgs, SchemaArgs};
 use crate::decode::{Compression, Format};
 use crate::error::{Error, Result};
 use crate::mapping::{MappingSpec, TimeUnit};
@@ -180,7 +180,7 @@ impl ConvertConfig {
             file::FileConfig::load(path)?.merge_convert(&mut merged);
         }
         let args = &merged;
-        if args.sources.is_empty() {
+        if args.input.sources.is_empty() {
             return Err(Error::usage(
                 "no SOURCE given (on the command line or in --config)",
             ));
@@ -192,6 +192,7 @@ impl ConvertConfig {
         }
         let mut mapping = mapping_spec(&args.mapping)?;
         mapping.timestamp_unit = args
+            .input
             .timestamp_unit
             .as_deref()
             .map(parse::<TimeUnit>)
@@ -226,9 +227,6 @@ impl ConvertConfig {
                 schema
             )));
         }
-        if args.concurrency == Some(0) {
-            return Err(Error::usage("--concurrency must be at least 1"));
-        }
         let threads = match args.threads {
             Some(0) => return Err(Error::usage("--threads must be at least 1")),
             Some(n) => n,
@@ -241,25 +239,77 @@ impl ConvertConfig {
                 _ => std::io::stderr().is_terminal(),
             };
         Ok(ConvertConfig {
-            sources: args.sources.clone(),
-            filter: KeyFilter::new(&args.include, &args.exclude)?,
-            format: args.format.as_deref().map(parse).transpose()?,
-            compression: args.compression.as_deref().map(parse).transpose()?,
-            delimiter: args.delimiter.as_deref().map(delimiter).transpose()?,
-            mapping,
             csv,
             schema_out,
             dialect: parse(args.csv_dialect.as_deref().unwrap_or("personalize"))?,
             threads,
-            concurrency: args.concurrency.unwrap_or(8),
-            storage_options: storage_options(&args.storage_options)?,
-            retries: args.retries,
-            retry_timeout: std::time::Duration::from_secs(args.retry_timeout),
             part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
             dry_run: args.dry_run,
             progress,
             quiet,
+            ..Self::reading(&args.input, mapping)?
+        })
+    }
+
+    /// The settings for reading `input` (what `convert` and `inspect`
+    /// share), with nothing to write.
+    fn reading(input: &InputArgs, mapping: MappingSpec) -> Result<Self> {
+        if input.concurrency == Some(0) {
+            return Err(Error::usage("--concurrency must be at least 1"));
+        }
+        Ok(ConvertConfig {
+            sources: input.sources.clone(),
+            filter: KeyFilter::new(&input.include, &input.exclude)?,
+            format: input.format.as_deref().map(parse).transpose()?,
+            compression: input.compression.as_deref().map(parse).transpose()?,
+            delimiter: input.delimiter.as_deref().map(delimiter).transpose()?,
+            mapping,
+            csv: None,
+            schema_out: None,
+            dialect: Dialect::default(),
+            threads: 1,
+            concurrency: input.concurrency.unwrap_or(8),
+            storage_options: storage_options(&input.storage_options)?,
+            retries: input.retries,
+            retry_timeout: std::time::Duration::from_secs(input.retry_timeout),
+            part_bytes: 8 << 20,
+            chunk_bytes: 1 << 20,
+            dry_run: false,
+            progress: false,
+            quiet: false,
+        })
+    }
+}
+
+/// A resolved `inspect`.
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    /// How to read the sources (its mapping holds only the dataset).
+    pub read: ConvertConfig,
+    pub sample: Option<u64>,
+    pub json: bool,
+    pub suggest: bool,
+}
+
+impl InspectConfig {
+    pub fn from_args(args: &InspectArgs) -> Result<Self> {
+        if args.input.sources.is_empty() {
+            return Err(Error::usage("no SOURCE given"));
+        }
+        let dataset = parse::<Dataset>(args.dataset.as_deref().unwrap_or("interactions"))?;
+        let mut read = ConvertConfig::reading(&args.input, MappingSpec::new(dataset))?;
+        read.mapping.timestamp_unit = args
+            .input
+            .timestamp_unit
+            .as_deref()
+            .map(parse::<TimeUnit>)
+            .transpose()?;
+        Ok(InspectConfig {
+            read,
+            sample: args.sample,
+            json: args.json,
+            suggest: args.suggest,
         })
     }
 }

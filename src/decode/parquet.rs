@@ -244,7 +244,7 @@ pub(crate) fn cell(array: &dyn Array, row: usize) -> Cell<'_> {
             let d = array.as_any_dictionary();
             let key = d.normalized_keys()[row];
             // A dictionary inside a list: rare enough to resolve per value.
-            owned(cell(d.values().as_ref(), key))
+            cell(d.values().as_ref(), key).into_owned()
         }
         DataType::Struct(_) | DataType::Map(_, _) => Cell::Object,
         other => Cell::Str(Cow::Owned(format!("<unsupported Parquet type {other}>"))),
@@ -254,25 +254,9 @@ pub(crate) fn cell(array: &dyn Array, row: usize) -> Cell<'_> {
 /// A list value's elements (the list array outlives them via `owned`).
 fn list<'a>(values: ArrayRef) -> Cell<'a> {
     let cells = (0..values.len())
-        .map(|i| owned(cell(values.as_ref(), i)))
+        .map(|i| cell(values.as_ref(), i).into_owned())
         .collect();
     Cell::List(cells)
-}
-
-/// A cell that borrows nothing.
-fn owned<'a>(c: Cell<'_>) -> Cell<'a> {
-    match c {
-        Cell::Str(s) => Cell::Str(Cow::Owned(s.into_owned())),
-        Cell::Number { text, integer } => owned_number(text.into_owned(), integer),
-        Cell::JsonStr(raw) => Cell::Str(Cow::Owned(String::from_utf8_lossy(raw).into_owned())),
-        Cell::JsonArray(_) | Cell::Object => Cell::Object,
-        Cell::List(items) => Cell::List(items.into_iter().map(owned).collect()),
-        Cell::Null => Cell::Null,
-        Cell::Int(n) => Cell::Int(n),
-        Cell::Float(x) => Cell::Float(x),
-        Cell::Bool(b) => Cell::Bool(b),
-        Cell::Seconds(s) => Cell::Seconds(s),
-    }
 }
 
 fn binary(bytes: &[u8]) -> Cell<'_> {

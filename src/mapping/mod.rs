@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-mod value;
+pub(crate) mod value;
 
 use crate::decode::Chunk;
 use crate::decode::csv::Header;

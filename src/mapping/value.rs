@@ -78,6 +78,33 @@ impl<'a> Cell<'a> {
     pub fn is_null(&self) -> bool {
         matches!(self, Cell::Null)
     }
+
+    /// The same value, borrowing nothing.
+    pub fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Str(s) => Cell::Str(Cow::Owned(s.into_owned())),
+            Cell::Number { text, integer } => Cell::Number {
+                text: Cow::Owned(text.into_owned()),
+                integer,
+            },
+            Cell::JsonStr(raw) => {
+                let mut bytes = Vec::new();
+                let text = if json::unescape_into(raw, &mut bytes) {
+                    String::from_utf8_lossy(&bytes).into_owned()
+                } else {
+                    String::from_utf8_lossy(raw).into_owned()
+                };
+                Cell::Str(Cow::Owned(text))
+            }
+            Cell::JsonArray(_) | Cell::Object => Cell::Object,
+            Cell::List(items) => Cell::List(items.into_iter().map(Cell::into_owned).collect()),
+            Cell::Null => Cell::Null,
+            Cell::Int(n) => Cell::Int(n),
+            Cell::Float(x) => Cell::Float(x),
+            Cell::Bool(b) => Cell::Bool(b),
+            Cell::Seconds(s) => Cell::Seconds(s),
+        }
+    }
 }
 
 /// `Some(integer)` when `text` is a JSON-style decimal number.

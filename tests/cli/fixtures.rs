@@ -99,6 +99,7 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    inspect_json => "inspect-json",
     parquet_pyarrow => "parquet-pyarrow",
     err_parquet_null => "err-parquet-null",
     config_file => "config-file",

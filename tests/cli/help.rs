@@ -48,13 +48,18 @@ fn convert_help() {
 }
 
 #[test]
+fn inspect_help() {
+    check_help(&["inspect", "--help"], "inspect.txt");
+}
+
+#[test]
 fn schema_help() {
     check_help(&["schema", "--help"], "schema.txt");
 }
 
 #[test]
 fn help_lines_fit_79_columns_and_carry_examples() {
-    for file in ["convert.txt", "schema.txt"] {
+    for file in ["convert.txt", "inspect.txt", "schema.txt"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/cli/help")
             .join(file);

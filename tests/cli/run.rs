@@ -337,7 +337,10 @@ fn usage_errors_exit_2_before_reading() {
     }
     let run = wd.run(&["convert", "-o", "out/"]);
     run.assert_code(2);
-    assert!(run.stderr.contains("<SOURCE>..."), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: no SOURCE given (on the command line or in --config)\n"
+    );
 }
 
 #[test]
@@ -377,5 +380,40 @@ fn flags_win_over_the_config_file() {
     assert!(
         wd.files("out").is_empty(),
         "-o from the flag replaces the file's output"
+    );
+}
+
+#[test]
+fn inspect_suggests_a_config_that_converts_the_data() {
+    let wd = sample_workdir();
+    let suggest = wd.run(&["inspect", "input", "--suggest"]);
+    suggest.assert_code(0);
+    assert!(
+        suggest
+            .stdout_text()
+            .contains("\n[[field]]\nname = \"USER_ID\"\npath = \"USER_ID\"\n")
+    );
+    assert!(
+        suggest
+            .stdout_text()
+            .contains("\n# [[field]]\n# name = \"TYPE\"\n# path = \"type\"\n")
+    );
+    wd.write("prep.toml", &suggest.stdout);
+    let run = wd.run(&["convert", "--config", "prep.toml", "-q"]);
+    run.assert_code(0);
+    let want = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n1,35,1547159644,click,35\n";
+    assert!(
+        wd.read("out/interactions.csv").starts_with(want),
+        "{}",
+        wd.read("out/interactions.csv")
+    );
+    assert_eq!(wd.read("out/interactions.csv").lines().count(), 13);
+    let text = wd.run(&["inspect", "input", "--sample", "2"]);
+    text.assert_code(0);
+    assert!(
+        text.stdout_text()
+            .starts_with("1 object (1 json), 1406 bytes, 2 records\n"),
+        "{}",
+        text.stdout_text()
     );
 }
