@@ -17,7 +17,7 @@ use crate::config::InspectConfig;
 use crate::decode::{Compression, Format};
 use crate::error::Result;
 use crate::mapping::Cell;
-use crate::mapping::value::{Scratch, scalar_or_list};
+use crate::mapping::value::{Scratch, number_shape, scalar_or_list};
 use crate::pipeline::{self, Visit};
 use crate::schema::{Dataset, normalize_name};
 use crate::source::Object;
@@ -77,6 +77,11 @@ fn type_name(cell: &Cell) -> &'static str {
     match cell {
         Cell::Null => "null",
         Cell::Str(_) | Cell::JsonStr(_) => "string",
+        Cell::Field(text) => match number_shape(text) {
+            Some(true) => "integer",
+            Some(false) => "float",
+            None => "string",
+        },
         Cell::Number { integer: true, .. } | Cell::Int(_) => "integer",
         Cell::Number { .. } | Cell::Float(_) => "float",
         Cell::Bool(_) => "boolean",
@@ -134,6 +139,7 @@ impl Visit for Inspection {
             stats.distinct.add(&text);
             let number = match &cell {
                 Cell::Number { text, .. } => text.parse::<f64>().ok(),
+                Cell::Field(text) if number_shape(text).is_some() => text.parse::<f64>().ok(),
                 Cell::Int(n) | Cell::Seconds(n) => Some(*n as f64),
                 Cell::Float(x) => Some(*x),
                 _ => None,
@@ -141,7 +147,7 @@ impl Visit for Inspection {
             if let Some(x) = number {
                 stats.min_num = Some(stats.min_num.map_or(x, |m| m.min(x)));
                 stats.max_num = Some(stats.max_num.map_or(x, |m| m.max(x)));
-            } else if matches!(cell, Cell::Str(_) | Cell::JsonStr(_)) {
+            } else if matches!(cell, Cell::Str(_) | Cell::JsonStr(_) | Cell::Field(_)) {
                 if stats.min_text.as_ref().is_none_or(|m| text < *m) {
                     stats.min_text = Some(text.clone());
                 }

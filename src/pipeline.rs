@@ -224,6 +224,8 @@ pub struct Summary {
 struct Opened {
     compression: Compression,
     format: Format,
+    /// For CSV: given, or detected from the header line.
+    delimiter: u8,
     stream: Box<dyn Read + Send>,
 }
 
@@ -246,9 +248,14 @@ fn open(object: &Object, raw: Box<dyn Read + Send>, cfg: &ConvertConfig) -> Resu
     let format = cfg
         .format
         .unwrap_or_else(|| decode::detect_format(&object.key, &head));
+    let body = head
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(&head);
+    let delimiter = cfg.delimiter.unwrap_or_else(|| csv::detect_delimiter(body));
     Ok(Opened {
         compression,
         format,
+        delimiter,
         stream: Box::new(Read::chain(io::Cursor::new(head), stream)),
     })
 }
@@ -310,23 +317,25 @@ struct ObjectReader<'a> {
     decompressed: bool,
     reader: ChunkReader<Box<dyn Read + Send>>,
     decoder: Option<Decoder>,
+    delimiter: u8,
 }
 
 impl<'a> ObjectReader<'a> {
     fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig) -> Self {
-        let boundaries = Boundaries::for_format(opened.format);
+        let boundaries = Boundaries::for_format(opened.format, opened.delimiter);
         ObjectReader {
             object,
             format: opened.format,
             decompressed: opened.compression != Compression::None,
             reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
             decoder: None,
+            delimiter: opened.delimiter,
         }
     }
 
     /// The next chunk and how to decode it. After an error the object
     /// cannot be read further.
-    fn next_chunk(&mut self, cfg: &ConvertConfig) -> Result<Option<(Decoder, Chunk)>> {
+    fn next_chunk(&mut self) -> Result<Option<(Decoder, Chunk)>> {
         let at = |offset: u64| {
             if self.decompressed {
                 format!("byte {offset} of the decompressed stream")
@@ -348,7 +357,7 @@ impl<'a> ObjectReader<'a> {
         };
         if self.decoder.is_none() {
             self.decoder = Some(match self.format {
-                Format::Csv => match csv::read_header(&chunk.bytes, cfg.delimiter, true) {
+                Format::Csv => match csv::read_header(&chunk.bytes, self.delimiter) {
                     Ok(Some((header, end))) => {
                         chunk.bytes.drain(..end);
                         chunk.base += end as u64;
@@ -436,7 +445,7 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
             first = Some((object.name.clone(), 0, FirstRecord { keys, paths }));
         } else if first.is_none() {
             let mut reader = ObjectReader::new(object, opened, cfg);
-            while let Some((decoder, chunk)) = reader.next_chunk(cfg)? {
+            while let Some((decoder, chunk)) = reader.next_chunk()? {
                 if let Ok(Some(rec)) = first_record(&decoder, &chunk) {
                     first = Some((object.name.clone(), chunk.base, rec));
                     break;
@@ -578,7 +587,7 @@ pub(crate) fn scan_records(
         let decompressed = opened.compression != Compression::None;
         let mut reader = ObjectReader::new(object, opened, cfg);
         while left > 0 {
-            let Some((decoder, chunk)) = reader.next_chunk(cfg)? else {
+            let Some((decoder, chunk)) = reader.next_chunk()? else {
                 break;
             };
             match decoder {
@@ -853,7 +862,7 @@ fn read_all(
         let decompressed = opened.compression != Compression::None;
         let mut reader = ObjectReader::new(object, opened, cfg);
         loop {
-            let (decoder, chunk) = match reader.next_chunk(cfg) {
+            let (decoder, chunk) = match reader.next_chunk() {
                 Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(error) => return fail(seq, index, error),

@@ -52,14 +52,13 @@ pub(crate) fn detect_delimiter(line: &[u8]) -> u8 {
     candidates[best]
 }
 
-/// Reads the header record at the start of `buf`: the header and the bytes
-/// it takes (line end included). `None` when the header is not complete.
+/// Reads the header record at the start of `buf` (a chunk, which ends at a
+/// record boundary): the header and the bytes it takes, line end included.
+/// `None` when there is no record at all.
 pub(crate) fn read_header(
     buf: &[u8],
-    delimiter: Option<u8>,
-    complete: bool,
+    delimiter: u8,
 ) -> Result<Option<(Arc<Header>, usize)>, String> {
-    let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(buf));
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .delimiter(delimiter)
@@ -76,10 +75,6 @@ pub(crate) fn read_header(
     if end > 0 && buf[end - 1] == b'\r' && buf.get(end) == Some(&b'\n') {
         end += 1;
     }
-    // A header that reaches the end of the buffer may go on in the next.
-    if end >= buf.len() && !complete {
-        return Ok(None);
-    }
     let mut names = Vec::with_capacity(record.len());
     for field in record.iter() {
         let name = std::str::from_utf8(field)
@@ -89,26 +84,50 @@ pub(crate) fn read_header(
     Ok(Some((Arc::new(Header { names, delimiter }), end)))
 }
 
-/// Finds record boundaries in a CSV stream: a line end outside quotes.
-#[derive(Debug, Clone, Default)]
+/// Finds record boundaries in a CSV stream: a line end outside a quoted
+/// field. A quote opens a quoted field only at the start of a field, and
+/// `""` inside one is a quote, exactly as the CSV reader sees them, so a
+/// stray quote (`5" tv`) never puts the two out of step.
+#[derive(Debug, Clone)]
 pub(crate) struct Splitter {
-    quoted: bool,
+    delimiter: u8,
+    state: Quote,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the end of it, or the first of `""`.
+    QuotedQuote,
 }
 
 impl Splitter {
+    pub fn new(delimiter: u8) -> Self {
+        Splitter {
+            delimiter,
+            state: Quote::FieldStart,
+        }
+    }
+
     /// Scans `bytes`, which continue the stream, and returns the offset just
-    /// after the last line end outside quotes.
+    /// after the last line end outside a quoted field.
     pub fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
         let mut cut = None;
-        let mut i = 0;
-        while let Some(off) = memchr::memchr2(b'"', b'\n', &bytes[i..]) {
-            i += off;
-            if bytes[i] == b'"' {
-                self.quoted = !self.quoted;
-            } else if !self.quoted {
-                cut = Some(i + 1);
-            }
-            i += 1;
+        for (i, &b) in bytes.iter().enumerate() {
+            self.state = match (self.state, b) {
+                (Quote::Quoted, b'"') => Quote::QuotedQuote,
+                (Quote::Quoted, _) => Quote::Quoted,
+                (Quote::QuotedQuote, b'"') => Quote::Quoted,
+                (Quote::FieldStart, b'"') => Quote::Quoted,
+                (_, b'\n') => {
+                    cut = Some(i + 1);
+                    Quote::FieldStart
+                }
+                (_, b) if b == self.delimiter => Quote::FieldStart,
+                _ => Quote::Unquoted,
+            };
         }
         cut
     }
@@ -129,20 +148,27 @@ mod tests {
 
     #[test]
     fn reads_a_quoted_header() {
-        let (h, end) = read_header(b"\"USER,ID\",item\r\n1,2\r\n", None, false)
+        let (h, end) = read_header(b"\"USER,ID\",item\r\n1,2\r\n", b',')
             .unwrap()
             .unwrap();
         assert_eq!(h.names, ["USER,ID", "item"]);
         assert_eq!(end, 16);
-        assert_eq!(read_header(b"a,b", None, false).unwrap(), None);
-        assert!(read_header(b"a,b", None, true).unwrap().is_some());
+        assert_eq!(read_header(b"", b',').unwrap(), None);
+        assert_eq!(
+            read_header(b"a;b", b';').unwrap().unwrap().0.names,
+            ["a", "b"]
+        );
     }
 
     #[test]
     fn splits_outside_quotes_only() {
-        let mut s = Splitter::default();
+        let mut s = Splitter::new(b',');
         assert_eq!(s.scan(b"a,\"x\ny\"\nb,c\n\"open\n"), Some(12));
         assert_eq!(s.scan(b"still\"\n"), Some(7));
         assert_eq!(s.scan(b"no end"), None);
+        // A quote inside an unquoted field is a character, and "" an
+        // escaped quote, as the CSV reader has them.
+        let mut s = Splitter::new(b',');
+        assert_eq!(s.scan(b"u1,5\" tv\nu2,\"a\"\"b\nc\"\nu3\n"), Some(24));
     }
 }

@@ -165,9 +165,10 @@ pub(crate) enum Boundaries {
 }
 
 impl Boundaries {
-    pub fn for_format(format: Format) -> Self {
+    /// Boundaries of `format`; CSV needs its delimiter.
+    pub fn for_format(format: Format, delimiter: u8) -> Self {
         match format {
-            Format::Csv => Boundaries::Csv(csv::Splitter::default()),
+            Format::Csv => Boundaries::Csv(csv::Splitter::new(delimiter)),
             _ => Boundaries::Json(json::Splitter::default()),
         }
     }

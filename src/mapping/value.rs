@@ -21,6 +21,10 @@ pub(crate) enum Cell<'a> {
     Str(Cow<'a, str>),
     /// A JSON string's content with its escapes still in it.
     JsonStr(&'a [u8]),
+    /// A text field (CSV): a number where its shape is one (for inference
+    /// and the number rules), kept exactly as written where text is needed
+    /// (ids, strings).
+    Field(Cow<'a, str>),
     /// A number as written in the source; `integer` when it has neither a
     /// fraction nor an exponent.
     Number {
@@ -61,18 +65,13 @@ impl<'a> Cell<'a> {
         }
     }
 
-    /// A text field (CSV): empty is null, numbers are numbers, the rest text.
+    /// A text field (CSV): empty is null.
     pub fn from_text(text: &'a str) -> Self {
         if text.is_empty() {
-            return Cell::Null;
+            Cell::Null
+        } else {
+            Cell::Field(Cow::Borrowed(text))
         }
-        if let Some(integer) = number_shape(text) {
-            return Cell::Number {
-                text: Cow::Borrowed(text),
-                integer,
-            };
-        }
-        Cell::Str(Cow::Borrowed(text))
     }
 
     pub fn is_null(&self) -> bool {
@@ -83,6 +82,7 @@ impl<'a> Cell<'a> {
     pub fn into_owned(self) -> Cell<'static> {
         match self {
             Cell::Str(s) => Cell::Str(Cow::Owned(s.into_owned())),
+            Cell::Field(s) => Cell::Field(Cow::Owned(s.into_owned())),
             Cell::Number { text, integer } => Cell::Number {
                 text: Cow::Owned(text.into_owned()),
                 integer,
@@ -108,7 +108,7 @@ impl<'a> Cell<'a> {
 }
 
 /// `Some(integer)` when `text` is a JSON-style decimal number.
-fn number_shape(text: &str) -> Option<bool> {
+pub(crate) fn number_shape(text: &str) -> Option<bool> {
     let b = text.as_bytes();
     let mut i = usize::from(b.first() == Some(&b'-'));
     let digits = |i: &mut usize| {
@@ -169,6 +169,11 @@ pub(crate) fn seen_kind(cell: &Cell) -> u8 {
         } if text.parse::<i64>().is_ok() => SEEN_INT,
         Cell::Number { .. } | Cell::Float(_) => SEEN_FLOAT,
         Cell::Int(_) | Cell::Seconds(_) => SEEN_INT,
+        Cell::Field(text) => match number_shape(text) {
+            Some(true) if text.parse::<i64>().is_ok() => SEEN_INT,
+            Some(_) => SEEN_FLOAT,
+            None => SEEN_STRING,
+        },
         _ => SEEN_STRING,
     }
 }
@@ -184,7 +189,7 @@ pub(crate) struct Scratch {
 pub(crate) fn shown(cell: &Cell) -> String {
     let raw = match cell {
         Cell::Null => "null".to_string(),
-        Cell::Str(s) => serde_json::to_string(s).unwrap_or_default(),
+        Cell::Str(s) | Cell::Field(s) => serde_json::to_string(s).unwrap_or_default(),
         Cell::JsonStr(raw) => format!("\"{}\"", String::from_utf8_lossy(raw)),
         Cell::Number { text, .. } => text.to_string(),
         Cell::Int(n) | Cell::Seconds(n) => n.to_string(),
@@ -204,7 +209,7 @@ pub(crate) fn shown(cell: &Cell) -> String {
 /// The text of a string cell, unescaped when needed (into `scratch`).
 pub(crate) fn string<'s>(cell: &'s Cell, scratch: &'s mut Scratch) -> Result<&'s str, String> {
     match cell {
-        Cell::Str(s) => Ok(s),
+        Cell::Str(s) | Cell::Field(s) => Ok(s),
         Cell::JsonStr(raw) => {
             scratch.bytes.clear();
             if !json::unescape_into(raw, &mut scratch.bytes) {
@@ -246,7 +251,7 @@ pub(crate) fn id<'s>(cell: &'s Cell, scratch: &'s mut Scratch) -> Result<&'s str
         }
     };
     match cell {
-        Cell::Str(_) | Cell::JsonStr(_) => string(cell, scratch),
+        Cell::Str(_) | Cell::JsonStr(_) | Cell::Field(_) => string(cell, scratch),
         Cell::Number {
             text,
             integer: true,
@@ -269,6 +274,7 @@ pub(crate) fn float(cell: &Cell, scratch: &mut Scratch) -> Result<f64, String> {
         Cell::Number { text, .. } => text.parse::<f64>().ok(),
         Cell::Int(n) => Some(*n as f64),
         Cell::Float(x) => Some(*x),
+        Cell::Field(text) => text.parse::<f64>().ok(),
         Cell::Str(_) | Cell::JsonStr(_) => {
             let mut local = Scratch::default();
             let parsed = string(cell, &mut local).ok().and_then(|s| s.parse().ok());
@@ -290,7 +296,8 @@ pub(crate) fn integer(cell: &Cell, scratch: &mut Scratch) -> Result<i64, String>
             integer: true,
         } => text.parse::<i64>().ok(),
         Cell::Int(n) => Some(*n),
-        Cell::Number { .. } | Cell::Float(_) | Cell::Str(_) | Cell::JsonStr(_) => {
+        Cell::Field(text) if text.parse::<i64>().is_ok() => text.parse().ok(),
+        Cell::Number { .. } | Cell::Float(_) | Cell::Str(_) | Cell::JsonStr(_) | Cell::Field(_) => {
             float(cell, scratch)
                 .ok()
                 .filter(|x| x.fract() == 0.0 && x.abs() < 9.2e18)
@@ -310,6 +317,10 @@ pub(crate) fn scalar_or_list<'s>(
 ) -> Result<&'s str, String> {
     match cell {
         Cell::Str(_) | Cell::JsonStr(_) => string(cell, scratch),
+        Cell::Field(text) => Ok(match number_shape(text) {
+            Some(integer) => number_text(text, integer, &mut scratch.text),
+            None => text,
+        }),
         Cell::Number { text, integer } => Ok(number_text(text, *integer, &mut scratch.text)),
         Cell::Int(n) | Cell::Seconds(n) => {
             let _ = write!(scratch.text, "{n}");
@@ -375,7 +386,7 @@ pub(crate) fn timestamp(
         Cell::Int(n) if numeric => numeric_timestamp(&n.to_string(), unit).ok_or_else(bad),
         Cell::Float(x) if numeric => numeric_timestamp(&x.to_string(), unit).ok_or_else(bad),
         Cell::Number { text, .. } if numeric => numeric_timestamp(text, unit).ok_or_else(bad),
-        Cell::Str(_) | Cell::JsonStr(_) => {
+        Cell::Str(_) | Cell::JsonStr(_) | Cell::Field(_) => {
             let text = string(cell, scratch)?;
             numeric
                 .then(|| numeric_timestamp(text, unit))
@@ -571,23 +582,23 @@ mod tests {
     #[test]
     fn text_fields_are_classified() {
         assert_eq!(Cell::from_text(""), Cell::Null);
-        assert_eq!(
-            Cell::from_text("007"),
-            Cell::Number {
-                text: "007".into(),
-                integer: true
-            }
-        );
-        assert_eq!(
-            Cell::from_text("-2.5e3"),
-            Cell::Number {
-                text: "-2.5e3".into(),
-                integer: false
-            }
-        );
+        assert_eq!(seen_kind(&Cell::from_text("007")), SEEN_INT);
+        assert_eq!(seen_kind(&Cell::from_text("-2.5e3")), SEEN_FLOAT);
         for text in ["1.", ".5", "1e", "12a", "true", " 1"] {
-            assert_eq!(Cell::from_text(text), Cell::Str(text.into()), "{text}");
+            assert_eq!(seen_kind(&Cell::from_text(text)), SEEN_STRING, "{text}");
         }
+        // Ids from text keep their spelling; numbers take the number rules.
+        let mut s = Scratch::default();
+        assert_eq!(id(&Cell::from_text("1.0"), &mut s), Ok("1.0"));
+        let mut s = Scratch::default();
+        assert_eq!(id(&Cell::from_text("3.14"), &mut s), Ok("3.14"));
+        let mut s = Scratch::default();
+        assert_eq!(
+            scalar_or_list(&Cell::from_text("2.50"), &mut s, true),
+            Ok("2.5")
+        );
+        let mut s = Scratch::default();
+        assert_eq!(float(&Cell::from_text("1e2"), &mut s), Ok(100.0));
     }
 
     #[test]

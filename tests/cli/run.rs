@@ -417,3 +417,48 @@ fn inspect_suggests_a_config_that_converts_the_data() {
         text.stdout_text()
     );
 }
+
+#[test]
+fn csv_output_is_identical_at_any_chunk_size_even_with_stray_quotes() {
+    let wd = Workdir::new();
+    let mut body = String::from("user_id,item_id,timestamp,note\n");
+    for i in 0..300 {
+        let note = match i % 4 {
+            0 => "5\" tv".to_string(),
+            1 => format!("\"multi\nline, \"\"{i}\"\"\""),
+            2 => "x\"".to_string(),
+            _ => format!("plain {i}"),
+        };
+        body.push_str(&format!(
+            "u{i},{}.0,{},{note}\r\n",
+            i % 7,
+            1_700_000_000 + i
+        ));
+    }
+    wd.write("in/events.csv", body);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["convert", "in", "--map", "NOTE=note", "-o", "-", "-q"];
+        args.extend_from_slice(extra);
+        let run = wd.run(&args);
+        run.assert_code(0);
+        run.stdout_text()
+    };
+    let reference = run(&["--threads", "1"]);
+    assert_eq!(
+        reference.lines().count(),
+        1 + 300,
+        "a multi-line note stays one row"
+    );
+    assert!(
+        reference.starts_with("USER_ID,ITEM_ID,TIMESTAMP,NOTE\nu0,0.0,1700000000,\"5\\\" tv\"\nu1,1.0,1700000001,\"multi line, \\\"1\\\"\"\n"),
+        "{}",
+        &reference[..200]
+    );
+    for size in ["1", "13", "100", "4096"] {
+        assert_eq!(
+            run(&["--threads", "2", "--chunk-bytes", size]),
+            reference,
+            "chunks of {size}"
+        );
+    }
+}
