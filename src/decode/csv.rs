@@ -91,23 +91,23 @@ pub(crate) fn read_header(
 #[derive(Debug, Clone)]
 pub(crate) struct Splitter {
     delimiter: u8,
-    state: Quote,
+    state: QuoteState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quote {
+enum QuoteState {
     FieldStart,
     Unquoted,
     Quoted,
     /// A quote inside a quoted field: the end of it, or the first of `""`.
-    QuotedQuote,
+    QuoteInQuoted,
 }
 
 impl Splitter {
     pub fn new(delimiter: u8) -> Self {
         Splitter {
             delimiter,
-            state: Quote::FieldStart,
+            state: QuoteState::FieldStart,
         }
     }
 
@@ -117,16 +117,16 @@ impl Splitter {
         let mut cut = None;
         for (i, &b) in bytes.iter().enumerate() {
             self.state = match (self.state, b) {
-                (Quote::Quoted, b'"') => Quote::QuotedQuote,
-                (Quote::Quoted, _) => Quote::Quoted,
-                (Quote::QuotedQuote, b'"') => Quote::Quoted,
-                (Quote::FieldStart, b'"') => Quote::Quoted,
+                (QuoteState::Quoted, b'"') => QuoteState::QuoteInQuoted,
+                (QuoteState::Quoted, _) => QuoteState::Quoted,
+                (QuoteState::QuoteInQuoted, b'"') => QuoteState::Quoted,
+                (QuoteState::FieldStart, b'"') => QuoteState::Quoted,
                 (_, b'\n') => {
                     cut = Some(i + 1);
-                    Quote::FieldStart
+                    QuoteState::FieldStart
                 }
-                (_, b) if b == self.delimiter => Quote::FieldStart,
-                _ => Quote::Unquoted,
+                (_, b) if b == self.delimiter => QuoteState::FieldStart,
+                _ => QuoteState::Unquoted,
             };
         }
         cut
