@@ -18,8 +18,12 @@ fn main() -> ExitCode {
         Err(err) => {
             let mut message = err.to_string();
             let mut cause = std::error::Error::source(&err);
+            // Some errors (object_store's) already print their causes.
             while let Some(c) = cause {
-                message.push_str(&format!(": {c}"));
+                let text = c.to_string();
+                if !message.contains(&text) {
+                    message.push_str(&format!(": {text}"));
+                }
                 cause = c.source();
             }
             eprintln!("personalize-prep: {message}");

@@ -73,9 +73,23 @@ impl Io {
         self.rt.handle()
     }
 
+    /// The objects to read: every SOURCE listed, less this run's own
+    /// outputs (a DEST inside a SOURCE must not be read back next time).
     fn list(&self, cfg: &ConvertConfig) -> Result<Vec<Object>> {
-        self.rt
-            .block_on(source::list(&cfg.sources, &cfg.filter, &self.stores))
+        let mut objects =
+            self.rt
+                .block_on(source::list(&cfg.sources, &cfg.filter, &self.stores))?;
+        let outputs: Vec<&Target> = cfg
+            .csv
+            .iter()
+            .filter_map(|d| match d {
+                CsvDest::File(t) => Some(t),
+                CsvDest::Stdout => None,
+            })
+            .chain(cfg.schema_out.iter())
+            .collect();
+        objects.retain(|o| !outputs.iter().any(|t| is_target(o, t)));
+        Ok(objects)
     }
 
     /// Opens the CSV output: a hidden local file, an upload, or stdout.
@@ -113,6 +127,20 @@ impl Io {
                 )
             }
         }
+    }
+}
+
+/// True when `object` is the file `target` names.
+fn is_target(object: &Object, target: &Target) -> bool {
+    match (&object.location, target) {
+        (Location::Local(path), Target::Local(out)) => {
+            match (std::fs::canonicalize(path), std::fs::canonicalize(out)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+        }
+        (Location::Remote { .. }, Target::Url(url)) => object.name == url.at(&url.key),
+        _ => false,
     }
 }
 
@@ -733,10 +761,11 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     if !stats.header_written {
         write_header(&mut csv, &schema)?;
     }
+    // The CSV first: a schema never describes a CSV that did not land.
+    csv.commit()?;
     if let Some(target) = &cfg.schema_out {
         io.write_small(target, schema.to_json().as_bytes())?;
     }
-    csv.commit()?;
     let mut warnings = mapping.warnings.clone();
     if objects.is_empty() {
         warnings.push(format!(

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::cli::{ConvertArgs, MappingArgs};
 use crate::error::{Error, Result};
+use crate::schema::Dataset;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +129,22 @@ impl FileConfig {
             if !columns.contains(m) {
                 columns.push(m.clone());
             }
+        }
+        // Required fields the file leaves out lead, matched by name.
+        let dataset = args.dataset.as_deref().unwrap_or("interactions");
+        if let Ok(dataset) = dataset.parse::<Dataset>() {
+            let listed = |name: &str| {
+                columns
+                    .iter()
+                    .any(|c| dataset.reserved_named(c).is_some_and(|r| r.name == name))
+            };
+            let missing: Vec<String> = dataset
+                .reserved()
+                .iter()
+                .filter(|r| r.required && !listed(r.name))
+                .map(|r| r.name.to_string())
+                .collect();
+            columns.splice(0..0, missing);
         }
         maps.append(&mut args.maps);
         args.maps = maps;

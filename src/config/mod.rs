@@ -54,7 +54,7 @@ impl Target {
             Target::Local(path) => Target::Local(path.with_extension("avsc")),
             Target::Url(url) => {
                 let mut url = url.clone();
-                let stem = url.key.len() - ".csv".len();
+                let stem = url.key.len().saturating_sub(".csv".len());
                 url.key = format!("{}.avsc", &url.key[..stem]);
                 Target::Url(url)
             }
@@ -203,7 +203,17 @@ impl ConvertConfig {
             None => None,
             Some("-") => Some(CsvDest::Stdout),
             Some(o) if o.to_ascii_lowercase().ends_with(".csv") => {
-                Some(CsvDest::File(Target::parse(o)?))
+                let target = Target::parse(o)?;
+                if let Target::Url(url) = &target
+                    && url.key.is_empty()
+                {
+                    return Err(Error::usage(format!(
+                        "-o {o}: the URL names a bucket, not a file; use {o}/ for a prefix \
+                         or add a key such as {}/interactions.csv",
+                        url.root
+                    )));
+                }
+                Some(CsvDest::File(target))
             }
             Some(o) => Some(CsvDest::File(
                 Target::parse(o)?.join(&format!("{dataset}.csv")),

@@ -707,6 +707,42 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The top-level keys of one valid record, in order.
+pub(crate) fn top_level_keys(record: &[u8]) -> Vec<String> {
+    let mut keys = Vec::new();
+    if record.first() != Some(&b'{') {
+        return keys;
+    }
+    let mut sc = Scanner::new(record, Top::Between);
+    sc.pos = 1;
+    loop {
+        sc.skip_ws();
+        if record.get(sc.pos) != Some(&b'"') {
+            return keys;
+        }
+        let Ok((start, end, escaped)) = sc.string() else {
+            return keys;
+        };
+        let mut key = Vec::new();
+        if !escaped || !unescape_into(&record[start..end], &mut key) {
+            key = record[start..end].to_vec();
+        }
+        keys.push(String::from_utf8_lossy(&key).into_owned());
+        if sc.expect(b':', "':'").is_err() {
+            return keys;
+        }
+        sc.skip_ws();
+        if sc.value().is_err() {
+            return keys;
+        }
+        sc.skip_ws();
+        if record.get(sc.pos) != Some(&b',') {
+            return keys;
+        }
+        sc.pos += 1;
+    }
+}
+
 /// The elements of one valid JSON array, as the scanner captured it; spans
 /// are relative to `array`.
 pub(crate) fn array_elements(array: &[u8]) -> Result<Vec<Value>, SyntaxError> {

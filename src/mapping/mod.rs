@@ -219,8 +219,11 @@ pub(crate) enum ValueRule {
         bits32: bool,
     },
     MetaFloat,
-    /// No `--type`: any scalar or array of scalars; the type is inferred.
-    Inferred,
+    /// No `--type`: any scalar or array of scalars (joined with `|` when
+    /// `join`); the type is inferred.
+    Inferred {
+        join: bool,
+    },
 }
 
 /// How a field got its source path.
@@ -281,7 +284,12 @@ impl FirstRecord {
     }
 
     pub fn from_json(record: &[u8]) -> Option<Self> {
-        let value: serde_json::Value = serde_json::from_slice(record).ok()?;
+        // serde_json refuses some valid JSON (1e400, a lone \ud800); the
+        // keys are still there, read by the scanner.
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(record) else {
+            let keys = json::top_level_keys(record);
+            return Some(FirstRecord::from_names(&keys));
+        };
         let obj = value.as_object()?;
         let mut first = FirstRecord {
             keys: obj.keys().cloned().collect(),
@@ -443,15 +451,19 @@ fn metadata_field(spec: &MappingSpec, name: &str, path: &str) -> Field {
     let has = |list: &[String]| list.iter().any(|n| n == name);
     let textual = has(&spec.textual);
     let not_categorical = has(&spec.not_categorical);
+    // Asking for categorical or textual is asking for a string.
+    let stringy = textual || has(&spec.categorical);
     let ty = spec
         .types
         .iter()
         .rev()
         .find(|(n, _)| n == name)
         .map(|(_, t)| *t)
-        .or(textual.then_some(AvroType::String));
+        .or(stringy.then_some(AvroType::String));
     let rule = match ty {
-        None => ValueRule::Inferred,
+        None => ValueRule::Inferred {
+            join: !not_categorical,
+        },
         Some(AvroType::String) => ValueRule::MetaString {
             join: !textual && !not_categorical,
         },
@@ -588,9 +600,9 @@ impl Mapping {
             }
         };
         let text = match field.rule {
-            ValueRule::Inferred => {
+            ValueRule::Inferred { join } => {
                 *seen |= value::seen_kind(cell);
-                value::scalar_or_list(cell, scratch, true)?
+                value::scalar_or_list(cell, scratch, join)?
             }
             ValueRule::MetaString { join } => value::scalar_or_list(cell, scratch, join)?,
             ValueRule::MetaInt { bits32 } => {

@@ -33,6 +33,8 @@ pub(crate) struct AtomicFile {
     path: PathBuf,
     tmp: PathBuf,
     file: Option<BufWriter<fs::File>>,
+    /// Folders this file created, deepest first: removed if it never lands.
+    created: Vec<PathBuf>,
 }
 
 impl AtomicFile {
@@ -48,6 +50,11 @@ impl AtomicFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
         fs::create_dir_all(&dir).map_err(|e| err("cannot create the folder", e))?;
         let name = path
             .file_name()
@@ -67,6 +74,7 @@ impl AtomicFile {
             path: path.to_path_buf(),
             tmp,
             file: Some(BufWriter::with_capacity(1 << 20, file)),
+            created,
         })
     }
 
@@ -100,6 +108,9 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.tmp);
+            for dir in &self.created {
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
 }

@@ -99,6 +99,7 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    first_record_serde_refuses => "first-record-serde-refuses",
     inspect_json => "inspect-json",
     parquet_pyarrow => "parquet-pyarrow",
     err_parquet_null => "err-parquet-null",

@@ -462,3 +462,86 @@ fn csv_output_is_identical_at_any_chunk_size_even_with_stray_quotes() {
         );
     }
 }
+
+#[test]
+fn a_dest_inside_its_source_is_not_read_back() {
+    let wd = sample_workdir();
+    for _ in 0..2 {
+        let run = wd.run(&["convert", "input", "-o", "input/", "-q"]);
+        run.assert_code(0);
+    }
+    assert_eq!(wd.read("input/interactions.csv").lines().count(), 13);
+}
+
+#[test]
+fn a_failed_run_leaves_no_folder_it_created() {
+    let wd = Workdir::new();
+    wd.write("in/a.json", r#"{"user_id":1}"#);
+    let run = wd.run(&["convert", "in", "-o", "new/sub/"]);
+    run.assert_code(1);
+    assert!(!wd.path().join("new").exists());
+    let run = wd.run(&["convert", "in", "-o", "s3://only-a-bucket.csv"]);
+    run.assert_code(2);
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: -o s3://only-a-bucket.csv: the URL names a bucket, not a file; use \
+         s3://only-a-bucket.csv/ for a prefix or add a key such as \
+         s3://only-a-bucket.csv/interactions.csv\n"
+    );
+}
+
+#[test]
+fn explicit_categorical_makes_a_string_and_a_config_needs_no_required_fields() {
+    let wd = Workdir::new();
+    wd.write(
+        "u.json",
+        r#"{"user_id":"a","age":3,"tier":7,"tags":["x","y"]}"#,
+    );
+    wd.write(
+        "u.toml",
+        "dataset = \"users\"\n[[field]]\nname = \"AGE\"\npath = \"age\"\n",
+    );
+    let run = wd.run(&[
+        "convert",
+        "u.json",
+        "--config",
+        "u.toml",
+        "--map",
+        "TIER=tier",
+        "--categorical",
+        "TIER",
+        "--map",
+        "TAGS=tags",
+        "--not-categorical",
+        "TAGS",
+        "-o",
+        "out/",
+        "-q",
+    ]);
+    run.assert_code(1);
+    // --not-categorical: a list is not joined into one plain string.
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: u.json: byte 0: TAGS: an array where a single value is required\n"
+    );
+    let run = wd.run(&[
+        "convert",
+        "u.json",
+        "--config",
+        "u.toml",
+        "--map",
+        "TIER=tier",
+        "--categorical",
+        "TIER",
+        "-o",
+        "out/",
+        "-q",
+    ]);
+    run.assert_code(0);
+    assert_eq!(wd.read("out/users.csv"), "USER_ID,AGE,TIER\na,3,7\n");
+    assert!(
+        wd.read("out/users.avsc").contains(
+            "{\"name\": \"TIER\", \"type\": [\"null\", \"string\"], \"categorical\": true}"
+        )
+    );
+}
