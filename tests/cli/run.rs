@@ -417,7 +417,7 @@ fn inspect_suggests_a_config_that_converts_the_data() {
     text.assert_code(0);
     assert!(
         text.stdout_text()
-            .starts_with("2 objects (2 json), 1537 bytes, 4 records\n"),
+            .starts_with("2 objects (2 json), 1537 bytes, 3 records\n"),
         "{}",
         text.stdout_text()
     );
