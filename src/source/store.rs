@@ -84,6 +84,9 @@ fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
+/// Configuration pairs for one store builder.
+type Settings<K> = Vec<(K, String)>;
+
 /// Builds and caches one store per bucket or container.
 pub struct Stores {
     options: Vec<(String, String)>,
@@ -129,10 +132,32 @@ impl Stores {
         Ok(store)
     }
 
+    /// The settings for a store of key type `K`: first this cloud's
+    /// environment variables (`prefix`), ignoring names the store does not
+    /// know, then every `--storage-option`, which must be known.
+    fn settings<K>(&self, prefix: &str) -> Result<(Settings<K>, Settings<K>)>
+    where
+        K: std::str::FromStr<Err = object_store::Error>,
+    {
+        let env = self
+            .env_with_prefix(prefix)
+            .filter_map(|(k, v)| Some((k.parse::<K>().ok()?, v.to_string())))
+            .collect();
+        let options = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let key = k
+                    .to_ascii_lowercase()
+                    .parse::<K>()
+                    .map_err(|e| Error::usage(format!("--storage-option {k}: {e}")))?;
+                Ok((key, v.clone()))
+            })
+            .collect::<Result<_>>()?;
+        Ok((env, options))
+    }
+
     async fn build(&self, url: &StoreUrl) -> Result<Arc<dyn ObjectStore>> {
-        let bad_option = |key: &str, e: object_store::Error| {
-            Error::usage(format!("--storage-option {key}: {e}"))
-        };
         let fail = |e: object_store::Error| Error::Store {
             url: url.url.to_string(),
             what: "cannot configure the store".into(),
@@ -141,14 +166,11 @@ impl Stores {
         let root = url.root.as_str();
         let store: Arc<dyn ObjectStore> = match url.url.scheme() {
             "s3" | "s3a" => {
+                let (env, options) = self.settings::<AmazonS3ConfigKey>("AWS_")?;
                 let mut b = AmazonS3Builder::new()
                     .with_url(root)
                     .with_retry(self.retry.clone());
-                for (k, v) in self.env_with_prefix("AWS_") {
-                    if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
-                        b = b.with_config(key, v);
-                    }
-                }
+                b = env.into_iter().fold(b, |b, (k, v)| b.with_config(k, v));
                 let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 if let Some(region) = sdk.region() {
                     b = b.with_region(region.as_ref());
@@ -166,13 +188,7 @@ impl Stores {
                 if let (Some(provider), false) = (sdk.credentials_provider(), explicit_keys) {
                     b = b.with_credentials(Arc::new(SdkCredentials::new(provider)));
                 }
-                for (k, v) in &self.options {
-                    let key = k
-                        .to_ascii_lowercase()
-                        .parse()
-                        .map_err(|e| bad_option(k, e))?;
-                    b = b.with_config(key, v);
-                }
+                b = options.into_iter().fold(b, |b, (k, v)| b.with_config(k, v));
                 log::debug!(
                     "{root}: S3 store, region {:?}",
                     sdk.region().map(|r| r.to_string())
@@ -180,40 +196,26 @@ impl Stores {
                 Arc::new(b.build().map_err(fail)?)
             }
             "gs" => {
-                let mut b = GoogleCloudStorageBuilder::new()
+                let (env, options) = self.settings::<GoogleConfigKey>("GOOGLE_")?;
+                let b = GoogleCloudStorageBuilder::new()
                     .with_url(root)
                     .with_retry(self.retry.clone());
-                for (k, v) in self.env_with_prefix("GOOGLE_") {
-                    if let Ok(key) = k.parse::<GoogleConfigKey>() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                for (k, v) in &self.options {
-                    let key = k
-                        .to_ascii_lowercase()
-                        .parse()
-                        .map_err(|e| bad_option(k, e))?;
-                    b = b.with_config(key, v);
-                }
+                let b = env
+                    .into_iter()
+                    .chain(options)
+                    .fold(b, |b, (k, v)| b.with_config(k, v));
                 log::debug!("{root}: GCS store");
                 Arc::new(b.build().map_err(fail)?)
             }
             _ => {
-                let mut b = MicrosoftAzureBuilder::new()
+                let (env, options) = self.settings::<AzureConfigKey>("AZURE_")?;
+                let b = MicrosoftAzureBuilder::new()
                     .with_url(url.url.as_str())
                     .with_retry(self.retry.clone());
-                for (k, v) in self.env_with_prefix("AZURE_") {
-                    if let Ok(key) = k.parse::<AzureConfigKey>() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                for (k, v) in &self.options {
-                    let key = k
-                        .to_ascii_lowercase()
-                        .parse()
-                        .map_err(|e| bad_option(k, e))?;
-                    b = b.with_config(key, v);
-                }
+                let b = env
+                    .into_iter()
+                    .chain(options)
+                    .fold(b, |b, (k, v)| b.with_config(k, v));
                 log::debug!("{root}: Azure store");
                 Arc::new(b.build().map_err(fail)?)
             }
