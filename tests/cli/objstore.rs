@@ -640,3 +640,22 @@ fn parquet_from_s3_is_spooled_and_read_by_row_group() {
         fs::read_to_string(case.join("expected/interactions.csv")).unwrap()
     );
 }
+
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn inspect_reads_object_storage_like_convert() {
+    let store = test_store();
+    let prefix = unique("inspect");
+    let case = fixtures_dir().join("inspect-json");
+    upload_tree(&store, &case.join("input"), &prefix);
+    let wd = Workdir::new();
+    let src = format!("s3://{}/{prefix}/", bucket());
+    let run = s3_run(&wd, &["inspect", &src, "--json"]);
+    run.assert_code(0);
+    // The same report as on local disk: only object names differ, and the
+    // report holds none.
+    assert_eq!(
+        run.stdout_text(),
+        fs::read_to_string(case.join("expected.stdout")).unwrap()
+    );
+}
