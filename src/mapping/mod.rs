@@ -557,12 +557,13 @@ impl Mapping {
         dialect: Dialect,
     ) -> Result<(), ValueError> {
         let row_start = out.len();
+        let mut scratch = Scratch::default();
         for (i, field) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             let value = field.slot.and_then(&mut cell);
-            let mut scratch = Scratch::default();
+            scratch.clear();
             match self.convert(field, value.as_ref(), &mut scratch, &mut seen[i]) {
                 Ok(Some(text)) => push_field(out, text, dialect),
                 Ok(None) => {}

@@ -185,6 +185,13 @@ pub(crate) struct Scratch {
     bytes: Vec<u8>,
 }
 
+impl Scratch {
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.bytes.clear();
+    }
+}
+
 /// How a value is shown in an error: as the source wrote it, shortened.
 pub(crate) fn shown(cell: &Cell) -> String {
     let raw = match cell {
