@@ -131,17 +131,29 @@ fn delimiter(text: &str) -> Result<u8> {
     }
 }
 
+/// `--storage-option` pairs; a key no store knows is a usage error, found
+/// before any data is read.
 fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
+    use object_store::{aws::AmazonS3ConfigKey, azure::AzureConfigKey, gcp::GoogleConfigKey};
     pairs
         .iter()
         .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "--storage-option {p}: expected KEY=VALUE, e.g. aws_region=eu-west-1"
-                    ))
-                })
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                Error::usage(format!(
+                    "--storage-option {p}: expected KEY=VALUE, e.g. aws_region=eu-west-1"
+                ))
+            })?;
+            let key = k.to_ascii_lowercase();
+            let known = key.parse::<AmazonS3ConfigKey>().is_ok()
+                || key.parse::<AzureConfigKey>().is_ok()
+                || key.parse::<GoogleConfigKey>().is_ok();
+            if !known {
+                return Err(Error::usage(format!(
+                    "--storage-option {k}: no object store knows this option \
+                     (see object_store's AmazonS3ConfigKey, AzureConfigKey, GoogleConfigKey)"
+                )));
+            }
+            Ok((k.to_string(), v.to_string()))
         })
         .collect()
 }

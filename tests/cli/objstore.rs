@@ -659,3 +659,96 @@ fn inspect_reads_object_storage_like_convert() {
         fs::read_to_string(case.join("expected.stdout")).unwrap()
     );
 }
+
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn azure_wrong_key_and_missing_container_are_clear_errors() {
+    let wd = Workdir::new();
+    let args = ["convert", "az://test-container/nothing/", "-o", "out/"];
+    let mut cmd = azure_command(&wd, &args);
+    cmd.env(
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "d3Jvbmcta2V5LTAwMDAwMDAwMDAwMDAwMDAwMDAwMDA=",
+    );
+    let run = run_cmd(cmd, &args);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .starts_with("personalize-prep: az://test-container/nothing/: cannot list: "),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("403"), "{}", run.describe());
+    let args = ["convert", "az://no-such-container/x/", "-o", "out/"];
+    let run = run_cmd(azure_command(&wd, &args), &args);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .starts_with("personalize-prep: az://no-such-container/x/: cannot list: "),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("404"), "{}", run.describe());
+}
+
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn schema_to_a_url_and_storage_options_and_file_urls() {
+    let store = test_store();
+    let prefix = unique("schema");
+    let wd = Workdir::new();
+    // Keys given as storage options replace the environment's.
+    let dest = format!("s3://{}/{prefix}/users.avsc", bucket());
+    let args = [
+        "schema",
+        "--dataset",
+        "users",
+        "--map",
+        "AGE=age",
+        "-o",
+        dest.as_str(),
+        "--storage-option",
+        "aws_access_key_id=testkey",
+        "--storage-option",
+        "aws_secret_access_key=testsecret",
+    ];
+    let mut cmd = s3_command(&wd, &s3_endpoint(), &args);
+    cmd.env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    run_cmd(cmd, &args).assert_code(0);
+    let schema =
+        String::from_utf8(get_object(&store, &format!("{prefix}/users.avsc")).unwrap()).unwrap();
+    assert!(schema.contains("\"name\": \"Users\""), "{schema}");
+    let bad = s3_run(
+        &wd,
+        &[
+            "convert",
+            "in",
+            "-o",
+            "out/",
+            "--storage-option",
+            "aws_no_such_option=1",
+        ],
+    );
+    bad.assert_code(2);
+    assert!(
+        bad.stderr
+            .starts_with("personalize-prep: --storage-option aws_no_such_option: "),
+        "{}",
+        bad.stderr
+    );
+    // file:// URLs work as local paths.
+    wd.copy_tree(&fixtures_dir().join("sample-readme"));
+    let src = format!("file://{}", wd.path().join("input").display());
+    let out = format!("file://{}/out/", wd.path().display());
+    let run = wd.run(&[
+        "convert",
+        &src,
+        "--columns",
+        SAMPLE_COLUMNS,
+        "-o",
+        &out,
+        "-q",
+    ]);
+    run.assert_code(0);
+    assert_eq!(wd.read("out/interactions.csv"), sample_expected());
+}
