@@ -100,9 +100,18 @@ pub enum Error {
         source: object_store::Error,
     },
 
-    /// The format of an object is one this version cannot read.
+    /// An object that cannot be decoded as a whole (not a readable Parquet
+    /// file, a row group that fails to decode).
     #[error("{key}: {message}")]
-    Unsupported { key: String, message: String },
+    Decode { key: String, message: String },
+
+    /// The process could not set up what a run needs (the I/O runtime).
+    #[error("{what}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -57,9 +57,8 @@ impl Io {
             .thread_name("io")
             .enable_all()
             .build()
-            .map_err(|source| Error::Read {
-                key: "the I/O runtime".into(),
-                what: "cannot start".into(),
+            .map_err(|source| Error::Setup {
+                what: "cannot start the I/O runtime",
                 source,
             })?;
         let env = std::env::vars().collect();
@@ -324,7 +323,7 @@ fn open_parquet(object: &Object, raw: Box<dyn Read + Send>) -> Result<ParquetSou
             (path.to_path_buf(), Some(path))
         }
     };
-    ParquetSource::open(path, spool).map_err(|message| Error::Unsupported {
+    ParquetSource::open(path, spool).map_err(|message| Error::Decode {
         key: object.name.clone(),
         message,
     })
@@ -585,7 +584,7 @@ pub(crate) fn scan_records(
                 let batches =
                     source
                         .read_row_group(group, &keys)
-                        .map_err(|message| Error::Unsupported {
+                        .map_err(|message| Error::Decode {
                             key: object.name.clone(),
                             message,
                         })?;

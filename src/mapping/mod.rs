@@ -781,13 +781,12 @@ impl Mapping {
             decompressed: false,
             row_group: Some(group),
         };
-        let batches =
-            source
-                .read_row_group(group, &self.paths)
-                .map_err(|e| Error::Unsupported {
-                    key: object.to_string(),
-                    message: e,
-                })?;
+        let batches = source
+            .read_row_group(group, &self.paths)
+            .map_err(|e| Error::Decode {
+                key: object.to_string(),
+                message: e,
+            })?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut done = Converted::new(self.fields.len(), rows * 32);
         for batch in &batches {
