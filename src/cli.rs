@@ -30,6 +30,15 @@ Examples:
   personalize-prep inspect items/ --dataset items --sample 10000 --suggest > items.toml
 ";
 
+const VALIDATE_EXAMPLES: &str = "\
+Examples:
+  # The CSV and schema of a conversion, as a CI gate (warnings fail too)
+  personalize-prep validate out/interactions.csv --schema out/interactions.avsc --strict
+
+  # A delta for an INCREMENTAL import: no dataset-wide minimums
+  personalize-prep validate delta/*.csv --schema interactions.avsc --import-mode incremental
+";
+
 const SCHEMA_EXAMPLES: &str = "\
 Examples:
   # The schema for interactions with an EVENT_TYPE column
@@ -66,6 +75,9 @@ pub enum Command {
     /// Report what the sources hold and how it maps, like a Glue crawler.
     #[command(after_long_help = INSPECT_EXAMPLES)]
     Inspect(Box<InspectArgs>),
+    /// Check CSV files (and their schema) against Personalize's import rules.
+    #[command(after_long_help = VALIDATE_EXAMPLES)]
+    Validate(Box<ValidateArgs>),
     /// Print the Avro schema for a dataset and mapping, reading no data.
     #[command(after_long_help = SCHEMA_EXAMPLES)]
     Schema(Box<SchemaArgs>),
@@ -208,6 +220,31 @@ pub struct InspectArgs {
     /// Print a complete TOML config that `convert --config` accepts.
     #[arg(long, help_heading = "Output")]
     pub suggest: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// CSV files to check (one import: a file or the files of a folder).
+    #[arg(value_name = "CSV", required = true, help_heading = "Input")]
+    pub files: Vec<String>,
+
+    /// The Avro schema the files are imported with; it is checked too.
+    #[arg(long, value_name = "FILE", help_heading = "Input")]
+    pub schema: Option<String>,
+
+    /// The dataset type (default: from the schema's record name, else
+    /// interactions).
+    #[arg(short, long, value_name = "DATASET", value_parser = ["interactions", "users", "items", "actions", "action-interactions"], help_heading = "Input")]
+    pub dataset: Option<String>,
+
+    /// full (the default) or incremental: an incremental import skips the
+    /// dataset-wide minimums and has a 1 GB limit.
+    #[arg(long, value_name = "MODE", value_parser = ["full", "incremental"], default_value = "full", help_heading = "Run")]
+    pub import_mode: String,
+
+    /// Count warnings as errors (exit 3), for CI gates.
+    #[arg(long, help_heading = "Run")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -27,6 +27,7 @@ pub mod progress;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod validate;
 
 use std::io::Write;
 
@@ -65,6 +66,45 @@ pub fn run(cli: &Cli) -> Result<i32> {
                     source,
                 })?;
             Ok(0)
+        }
+        Command::Validate(args) => {
+            let dataset = args
+                .dataset
+                .as_deref()
+                .map(str::parse::<schema::Dataset>)
+                .transpose()
+                .map_err(Error::Usage)?;
+            let schema = args
+                .schema
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p).map_err(|source| Error::Read {
+                        key: p.clone(),
+                        what: "cannot read".into(),
+                        source,
+                    })
+                })
+                .transpose()?;
+            let validator = validate::Validator {
+                dataset,
+                mode: if args.import_mode == "incremental" {
+                    validate::ImportMode::Incremental
+                } else {
+                    validate::ImportMode::Full
+                },
+                limits: validate::Limits::default(),
+            };
+            let files: Vec<std::path::PathBuf> = args.files.iter().map(Into::into).collect();
+            let report = validator.run(&files, schema.as_deref())?;
+            std::io::stdout()
+                .write_all(report.text().as_bytes())
+                .map_err(|source| Error::Write {
+                    path: "<stdout>".into(),
+                    what: "cannot write",
+                    source,
+                })?;
+            let failing = report.errors() > 0 || (args.strict && !report.findings.is_empty());
+            Ok(if failing { 3 } else { 0 })
         }
         Command::Schema(args) => {
             let cfg = SchemaConfig::from_args(args)?;

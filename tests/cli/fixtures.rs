@@ -99,6 +99,11 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    validate_sample => "validate-sample",
+    validate_strict => "validate-strict",
+    validate_values => "validate-values",
+    validate_header => "validate-header",
+    validate_schema => "validate-schema",
     first_record_serde_refuses => "first-record-serde-refuses",
     inspect_json => "inspect-json",
     parquet_pyarrow => "parquet-pyarrow",

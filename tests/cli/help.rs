@@ -53,13 +53,18 @@ fn inspect_help() {
 }
 
 #[test]
+fn validate_help() {
+    check_help(&["validate", "--help"], "validate.txt");
+}
+
+#[test]
 fn schema_help() {
     check_help(&["schema", "--help"], "schema.txt");
 }
 
 #[test]
 fn help_lines_fit_79_columns_and_carry_examples() {
-    for file in ["convert.txt", "inspect.txt", "schema.txt"] {
+    for file in ["convert.txt", "inspect.txt", "schema.txt", "validate.txt"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/cli/help")
             .join(file);

@@ -1,0 +1,769 @@
+//! Personalize's import rules, checked before an upload: `validate`.
+//!
+//! A finding has a stable rule id, a severity (error: Personalize would
+//! reject the import; warning: the import works but training fails or
+//! quality suffers), a message that says how to fix it, and for row-level
+//! rules the first examples (file, line, column) with the total count.
+//! Background and sources for each rule: PERSONALIZE.md.
+//!
+//! Checked here: the schema itself (record name, namespace, field types,
+//! the reserved fields' types, categorical and textual rules, size), the
+//! CSV against it (header, field counts, nulls, types, lengths), the field
+//! limits per dataset, event types, the training minimums (not for an
+//! incremental import), timestamps that look like milliseconds, and the
+//! import size limits.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::mapping::value::number_shape;
+use crate::schema::{AvroType, Dataset, normalize_name};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// Where a row-level finding was seen (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: u64,
+    pub column: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub examples: Vec<Location>,
+    pub count: u64,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}[{}]: {}", self.rule, self.message)?;
+        for at in &self.examples {
+            write!(f, "\n  at {}:{}:{}", at.file, at.line, at.column)?;
+        }
+        if !self.examples.is_empty() && self.count > self.examples.len() as u64 {
+            write!(f, "\n  ({} in all)", self.count)?;
+        }
+        Ok(())
+    }
+}
+
+/// FULL replaces the dataset; INCREMENTAL adds to it (no minimums then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportMode {
+    Full,
+    Incremental,
+}
+
+/// Limits Personalize applies; sizes can be lowered for tests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub full_import_bytes: u64,
+    pub incremental_import_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            full_import_bytes: 100_000_000_000,
+            incremental_import_bytes: 1_000_000_000,
+        }
+    }
+}
+
+/// One schema field as the validator needs it.
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    ty: AvroType,
+    nullable: bool,
+    categorical: bool,
+    textual: bool,
+}
+
+/// Collects findings, keeping the first few examples of each rule.
+#[derive(Default)]
+struct Findings {
+    list: Vec<Finding>,
+    index: HashMap<(&'static str, String), usize>,
+}
+
+const EXAMPLES: usize = 3;
+
+impl Findings {
+    fn add(&mut self, rule: &'static str, severity: Severity, message: String) {
+        self.list.push(Finding {
+            rule,
+            severity,
+            message,
+            examples: Vec::new(),
+            count: 1,
+        });
+    }
+
+    /// A row-level finding, merged by rule and message.
+    fn at(&mut self, rule: &'static str, severity: Severity, message: String, at: Location) {
+        let key = (rule, message.clone());
+        match self.index.get(&key) {
+            Some(&i) => {
+                let f = &mut self.list[i];
+                f.count += 1;
+                if f.examples.len() < EXAMPLES {
+                    f.examples.push(at);
+                }
+            }
+            None => {
+                self.index.insert(key, self.list.len());
+                self.list.push(Finding {
+                    rule,
+                    severity,
+                    message,
+                    examples: vec![at],
+                    count: 1,
+                });
+            }
+        }
+    }
+}
+
+/// Parses and checks a schema; the fields are `None` when it is unusable.
+fn check_schema(
+    text: &str,
+    dataset: Option<Dataset>,
+    out: &mut Findings,
+) -> Option<(Dataset, Vec<Field>)> {
+    use Severity::Error as E;
+    if text.chars().count() > 20_000 {
+        out.add(
+            "schema-size",
+            E,
+            format!(
+                "the schema has {} characters; Personalize accepts at most 20,000",
+                text.chars().count()
+            ),
+        );
+    }
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            out.add(
+                "schema-json",
+                E,
+                format!("the schema is not valid JSON: {e}"),
+            );
+            return None;
+        }
+    };
+    if value["type"] != "record" {
+        out.add(
+            "schema-record",
+            E,
+            "the schema's \"type\" must be \"record\"".into(),
+        );
+    }
+    let name = value["name"].as_str().unwrap_or_default();
+    let named = Dataset::ALL.into_iter().find(|d| d.record_name() == name);
+    let dataset = match (dataset, named) {
+        (Some(d), _) => {
+            if d.record_name() != name {
+                out.add(
+                    "schema-record-name",
+                    E,
+                    format!(
+                        "the record name is {name:?}; a {d} schema must be named {:?}",
+                        d.record_name()
+                    ),
+                );
+            }
+            d
+        }
+        (None, Some(d)) => d,
+        (None, None) => {
+            out.add("schema-record-name", E, format!(
+                "the record name {name:?} is not a dataset type (Interactions, Users, Items, Actions, ActionInteractions); or pass --dataset"
+            ));
+            Dataset::Interactions
+        }
+    };
+    if value["namespace"] != "com.amazonaws.personalize.schema" {
+        out.add(
+            "schema-namespace",
+            E,
+            "the namespace must be \"com.amazonaws.personalize.schema\"".into(),
+        );
+    }
+    let mut fields = Vec::new();
+    for f in value["fields"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let name = f["name"].as_str().unwrap_or_default().to_string();
+        let types: Vec<&str> = match &f["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let nullable = types.contains(&"null");
+        let main: Vec<&str> = types.iter().copied().filter(|t| *t != "null").collect();
+        let ty = match main.as_slice() {
+            [t] => match *t {
+                "string" | "boolean" => Some(AvroType::String),
+                "int" => Some(AvroType::Int),
+                "long" => Some(AvroType::Long),
+                "float" => Some(AvroType::Float),
+                "double" => Some(AvroType::Double),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(ty) = ty else {
+            out.add("schema-type", E, format!(
+                "{name}: type {} is not one Personalize accepts (string, int, long, float, double, boolean, each optionally with null)",
+                f["type"]
+            ));
+            continue;
+        };
+        let categorical = f["categorical"] == true;
+        let textual = f["textual"] == true;
+        if (categorical || textual) && ty != AvroType::String {
+            out.add(
+                "schema-categorical",
+                E,
+                format!("{name}: only a string field can be categorical or textual"),
+            );
+        }
+        if textual && dataset != Dataset::Items {
+            out.add(
+                "schema-textual",
+                E,
+                format!("{name}: textual fields exist only in Items datasets"),
+            );
+        }
+        if let Some(r) = dataset.reserved_named(&name) {
+            if r.ty != ty || (nullable && !r.nullable) {
+                let want = if r.nullable {
+                    format!("[\"null\", \"{}\"]", r.ty.as_str())
+                } else {
+                    format!("\"{}\"", r.ty.as_str())
+                };
+                out.add(
+                    "schema-reserved-type",
+                    E,
+                    format!("{name}: a reserved field of {dataset} must have the type {want}"),
+                );
+            }
+        } else if ty == AvroType::String && !categorical && !textual {
+            out.add("schema-unused-string", Severity::Warning, format!(
+                "{name}: a string field that is neither categorical nor textual is ignored in training; add \"categorical\": true"
+            ));
+        }
+        fields.push(Field {
+            name,
+            ty,
+            nullable,
+            categorical,
+            textual,
+        });
+    }
+    Some((dataset, fields))
+}
+
+/// The dataset-wide rules on the field list.
+fn check_fields(dataset: Dataset, fields: &[Field], out: &mut Findings) {
+    use Severity::Error as E;
+    for r in dataset.reserved().iter().filter(|r| r.required) {
+        if !fields.iter().any(|f| f.name == r.name) {
+            out.add("required-field", E, format!("{} is required in {dataset} and missing; Personalize answers \"Input CSV is missing the following columns\"", r.name));
+        }
+    }
+    let mut seen = HashMap::new();
+    for f in fields {
+        if let Some(other) = seen.insert(normalize_name(&f.name), f.name.clone()) {
+            out.add("field-names-unique", E, format!(
+                "{} and {other} are the same name once non-alphanumerics are removed; rename one",
+                f.name
+            ));
+        }
+    }
+    let metadata = fields
+        .iter()
+        .filter(|f| dataset.reserved_named(&f.name).is_none())
+        .count();
+    let max = match dataset {
+        Dataset::Interactions | Dataset::ActionInteractions => 5,
+        Dataset::Users => 25,
+        Dataset::Items => 100,
+        Dataset::Actions => 10,
+    };
+    if metadata > max {
+        out.add(
+            "metadata-count",
+            E,
+            format!("{metadata} metadata fields; a {dataset} dataset allows at most {max}"),
+        );
+    }
+    if matches!(dataset, Dataset::Users | Dataset::Items | Dataset::Actions) && metadata == 0 {
+        out.add("metadata-required", E, format!("a {dataset} dataset needs at least one metadata field besides the id; add one with --map"));
+    }
+    if fields.iter().filter(|f| f.textual).count() > 1 {
+        out.add(
+            "textual-count",
+            E,
+            "more than one textual field; an Items dataset allows one".into(),
+        );
+    }
+}
+
+/// What `validate` found.
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// Each file and the CSV dialect it was read in.
+    pub dialects: Vec<(String, &'static str)>,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    }
+
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (file, dialect) in &self.dialects {
+            out.push_str(&format!("{file}: read with {dialect}\n"));
+        }
+        for f in &self.findings {
+            out.push_str(&format!("{f}\n"));
+        }
+        let errors = self.errors();
+        out.push_str(&format!(
+            "{errors} error{}, {} warning{}\n",
+            if errors == 1 { "" } else { "s" },
+            self.findings.len() - errors,
+            if self.findings.len() - errors == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
+        out
+    }
+}
+
+/// Checks CSV files (and their schema) against Personalize's rules.
+pub struct Validator {
+    pub dataset: Option<Dataset>,
+    pub mode: ImportMode,
+    pub limits: Limits,
+}
+
+impl Validator {
+    /// The findings, errors first, and the dialect of each file.
+    pub fn run(&self, files: &[PathBuf], schema: Option<&str>) -> Result<Report> {
+        let mut out = Findings::default();
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| Error::Read {
+                key: p.display().to_string(),
+                what: "cannot read".into(),
+                source,
+            })
+        };
+        let mut fields = None;
+        let mut dataset = self.dataset;
+        if let Some(text) = schema
+            && let Some((d, f)) = check_schema(text, self.dataset, &mut out)
+        {
+            dataset = Some(d);
+            fields = Some(f);
+        }
+        let mut stats = Stats::default();
+        let mut total_bytes = 0u64;
+        let mut dialects = Vec::new();
+        for path in files {
+            let bytes = read(path)?;
+            total_bytes += bytes.len() as u64;
+            let name = path.display().to_string();
+            let dialect = match (
+                uses_backslash_escapes(&bytes),
+                memchr::memmem::find(&bytes, b"\"\""),
+            ) {
+                (true, _) => "backslash escapes (the Personalize dialect)",
+                (false, Some(_)) => "doubled quotes (RFC 4180)",
+                (false, None) => "no escaped quotes (both dialects read it alike)",
+            };
+            dialects.push((name.clone(), dialect));
+            self.check_csv(
+                &name,
+                &bytes,
+                &mut dataset,
+                &mut fields,
+                &mut stats,
+                &mut out,
+            );
+        }
+        let dataset = dataset.unwrap_or(Dataset::Interactions);
+        if let Some(fields) = &fields {
+            check_fields(dataset, fields, &mut out);
+        }
+        stats.finish(
+            dataset,
+            self.mode,
+            fields.as_deref().unwrap_or_default(),
+            &mut out,
+        );
+        let (limit, mode) = match self.mode {
+            ImportMode::Full => (self.limits.full_import_bytes, "FULL"),
+            ImportMode::Incremental => (self.limits.incremental_import_bytes, "INCREMENTAL"),
+        };
+        if total_bytes > limit {
+            out.add("import-size", Severity::Error, format!(
+                "{total_bytes} bytes in all; one {mode} import job takes at most {limit} bytes: split the data into several imports"
+            ));
+        }
+        let mut findings = out.list;
+        findings.sort_by_key(|f| f.severity);
+        Ok(Report { findings, dialects })
+    }
+
+    fn check_csv(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        dataset: &mut Option<Dataset>,
+        fields: &mut Option<Vec<Field>>,
+        stats: &mut Stats,
+        out: &mut Findings,
+    ) {
+        use Severity::Error as E;
+        let backslash = uses_backslash_escapes(bytes);
+        let mut reader = ::csv::ReaderBuilder::new();
+        reader.has_headers(false).flexible(true);
+        if backslash {
+            reader.escape(Some(b'\\')).double_quote(false);
+        }
+        let mut reader = reader.from_reader(bytes);
+        let mut records = reader.byte_records();
+        let header: Vec<String> = match records.next() {
+            Some(Ok(h)) => h
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect(),
+            _ => {
+                out.add("csv-header", E, format!("{name}: no header row"));
+                return;
+            }
+        };
+        if bytes.starts_with(b"\xEF\xBB\xBF") {
+            out.add("csv-bom", E, format!("{name}: starts with a UTF-8 BOM, which makes Personalize miss the first column; save without BOM"));
+        }
+        let fields = fields.get_or_insert_with(|| {
+            // No schema: reserved fields by name, metadata as strings.
+            let d = dataset.get_or_insert(Dataset::Interactions);
+            header
+                .iter()
+                .map(|h| match d.reserved_named(h) {
+                    Some(r) => Field {
+                        name: h.clone(),
+                        ty: r.ty,
+                        nullable: r.nullable,
+                        categorical: false,
+                        textual: false,
+                    },
+                    None => Field {
+                        name: h.clone(),
+                        ty: AvroType::String,
+                        nullable: true,
+                        categorical: true,
+                        textual: false,
+                    },
+                })
+                .collect()
+        });
+        let want: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        if header != want {
+            out.add(
+                "header-matches-schema",
+                E,
+                format!(
+                    "{name}: the header is {} but the schema's fields are {}, in this order",
+                    header.join(","),
+                    want.join(",")
+                ),
+            );
+            return;
+        }
+        let dataset = dataset.unwrap_or(Dataset::Interactions);
+        let mut line = 1u64;
+        for record in records {
+            line += 1;
+            let Ok(record) = record else {
+                out.at(
+                    "csv-syntax",
+                    E,
+                    format!("{name}: not valid CSV"),
+                    Location {
+                        file: name.into(),
+                        line,
+                        column: 1,
+                    },
+                );
+                break;
+            };
+            line = record.position().map_or(line, |p| p.line());
+            if record.len() != fields.len() {
+                out.at(
+                    "csv-field-count",
+                    E,
+                    format!("rows must have {} fields", fields.len()),
+                    Location {
+                        file: name.into(),
+                        line,
+                        column: record.len(),
+                    },
+                );
+                continue;
+            }
+            stats.rows += 1;
+            for (col, (field, raw)) in fields.iter().zip(record.iter()).enumerate() {
+                let at = || Location {
+                    file: name.into(),
+                    line,
+                    column: col + 1,
+                };
+                let text = String::from_utf8_lossy(raw);
+                if text.is_empty() {
+                    if !field.nullable {
+                        out.at(
+                            "required-value",
+                            E,
+                            format!("{}: empty, but the field cannot be null", field.name),
+                            at(),
+                        );
+                    }
+                    continue;
+                }
+                let chars = text.chars().count();
+                let reserved = dataset.reserved_named(&field.name);
+                let parses = match field.ty {
+                    AvroType::Int => text.parse::<i32>().is_ok(),
+                    AvroType::Long => text.parse::<i64>().is_ok(),
+                    AvroType::Float | AvroType::Double => number_shape(&text).is_some(),
+                    AvroType::String => true,
+                };
+                if !parses {
+                    out.at(
+                        "value-type",
+                        E,
+                        format!(
+                            "{}: a value that is not a {}",
+                            field.name,
+                            field.ty.as_str()
+                        ),
+                        at(),
+                    );
+                    continue;
+                }
+                match reserved.map(|r| r.name) {
+                    Some("USER_ID" | "ITEM_ID" | "ACTION_ID") if chars > 256 => {
+                        out.at(
+                            "id-length",
+                            E,
+                            format!("{}: an id over 256 characters", field.name),
+                            at(),
+                        );
+                    }
+                    Some("TIMESTAMP" | "CREATION_TIMESTAMP")
+                        if text
+                            .parse::<i64>()
+                            .is_ok_and(|t| t.abs() >= 100_000_000_000) =>
+                    {
+                        out.at("timestamp-milliseconds", Severity::Warning, format!(
+                            "{}: looks like milliseconds; Personalize wants epoch seconds (convert with --timestamp-unit ms)",
+                            field.name
+                        ), at());
+                    }
+                    _ => {}
+                }
+                if field.textual && chars > 20_000 {
+                    out.at(
+                        "textual-length",
+                        Severity::Warning,
+                        format!(
+                            "{}: text over 20,000 characters is truncated by Personalize",
+                            field.name
+                        ),
+                        at(),
+                    );
+                } else if field.ty == AvroType::String
+                    && !field.textual
+                    && reserved.is_none()
+                    && chars > 1000
+                {
+                    let rule = if field.categorical {
+                        "categorical-length"
+                    } else {
+                        "string-length"
+                    };
+                    out.at(rule, E, format!("{}: a value over 1,000 characters (separators included); the import job fails", field.name), at());
+                }
+                match reserved.map(|r| r.name) {
+                    Some("USER_ID") => stats.user(&text),
+                    Some("EVENT_TYPE") => {
+                        stats.event_types.insert(text.into_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A file uses backslash escapes when a quoted field holds `\"`, and RFC
+/// 4180 doubling when one holds `""` (the first seen decides).
+pub fn uses_backslash_escapes(bytes: &[u8]) -> bool {
+    let backslash = memchr::memmem::find(bytes, b"\\\"");
+    let doubled = memchr::memmem::find(bytes, b"\"\"");
+    match (backslash, doubled) {
+        (Some(b), Some(d)) => b < d,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Dataset-wide counts for the training minimums.
+#[derive(Default)]
+struct Stats {
+    rows: u64,
+    per_user: HashMap<String, u32>,
+    event_types: HashSet<String>,
+}
+
+impl Stats {
+    fn user(&mut self, id: &str) {
+        *self.per_user.entry(id.to_string()).or_default() += 1;
+    }
+
+    fn finish(&self, dataset: Dataset, mode: ImportMode, fields: &[Field], out: &mut Findings) {
+        use Severity::Warning as W;
+        if dataset != Dataset::Interactions {
+            return;
+        }
+        let metadata = fields
+            .iter()
+            .filter(|f| dataset.reserved_named(&f.name).is_none())
+            .count();
+        if self.event_types.len() > 10 {
+            out.add(
+                "event-types-max",
+                Severity::Error,
+                format!(
+                    "{} distinct event types; training accepts at most 10: filter or merge them",
+                    self.event_types.len()
+                ),
+            );
+        } else if self.event_types.len() + metadata > 10 {
+            out.add(
+                "event-types-and-metadata-max",
+                Severity::Error,
+                format!(
+                    "{} event types plus {metadata} metadata fields; at most 10 together",
+                    self.event_types.len()
+                ),
+            );
+        }
+        if mode == ImportMode::Incremental {
+            return;
+        }
+        if self.rows < 1000 {
+            out.add(
+                "min-interactions",
+                W,
+                format!("{} interactions; training needs at least 1,000", self.rows),
+            );
+        }
+        let with_two = self.per_user.values().filter(|&&n| n >= 2).count();
+        if with_two < 25 {
+            out.add("min-users-with-2", W, format!(
+                "{with_two} users with at least 2 interactions; training needs at least 25 (\"Dataset has fewer than 25 users with at least 2 interactions each\")"
+            ));
+        }
+        let users = self.per_user.len();
+        if users > 0 && (with_two as f64) < users as f64 * 0.01 {
+            out.add("min-share-users-with-2", W, format!(
+                "{with_two} of {users} users have at least 2 interactions; training needs at least 1%"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(csv: &str, mode: ImportMode, limits: Limits) -> Report {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.csv");
+        std::fs::write(&path, csv).unwrap();
+        let v = Validator {
+            dataset: None,
+            mode,
+            limits,
+        };
+        v.run(&[path], None).unwrap()
+    }
+
+    fn rules(report: &Report) -> Vec<&'static str> {
+        report.findings.iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn import_size_limits_apply_per_mode() {
+        let csv = "USER_ID,ITEM_ID,TIMESTAMP\nu,i,1\n";
+        let small = Limits {
+            full_import_bytes: 10,
+            incremental_import_bytes: 1_000,
+        };
+        assert!(rules(&run(csv, ImportMode::Full, small.clone())).contains(&"import-size"));
+        // Incremental: a larger limit here, and no dataset-wide minimums.
+        assert_eq!(
+            rules(&run(csv, ImportMode::Incremental, small)),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn too_many_event_types_is_an_error() {
+        let mut csv = String::from("USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\n");
+        for i in 0..11 {
+            csv.push_str(&format!("u,i,1,type{i}\n"));
+        }
+        let report = run(&csv, ImportMode::Incremental, Limits::default());
+        assert_eq!(rules(&report), ["event-types-max"]);
+        assert_eq!(report.errors(), 1);
+    }
+
+    #[test]
+    fn detects_the_dialect() {
+        assert!(uses_backslash_escapes(br#"a,"say \"hi\"""#));
+        assert!(!uses_backslash_escapes(br#"a,"say ""hi""""#));
+        assert!(!uses_backslash_escapes(b"a,b"));
+    }
+}
