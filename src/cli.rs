@@ -124,6 +124,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "BYTES", hide = true)]
     pub chunk_bytes: Option<usize>,
 
+    /// Exit 3 when the output check finds warnings too (for CI gates).
+    #[arg(long, help_heading = "Run")]
+    pub strict: bool,
+
     /// List the objects and the resolved mapping; write nothing.
     #[arg(long, help_heading = "Run")]
     pub dry_run: bool,

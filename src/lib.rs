@@ -36,6 +36,29 @@ pub use error::{Error, Result};
 use cli::{Cli, Command};
 use config::{ConvertConfig, InspectConfig, SchemaConfig};
 
+/// Checks a local CSV output against Personalize's rules after `convert`
+/// (SPEC section 7): findings on stderr (`-q` keeps only errors), exit 3
+/// on errors, or on any finding with `--strict`. Outputs on stdout or
+/// object storage are left to `validate`.
+fn check_output(cfg: &ConvertConfig, summary: &pipeline::Summary, strict: bool) -> Result<i32> {
+    let Some(config::CsvDest::File(config::Target::Local(path))) = &cfg.csv else {
+        return Ok(0);
+    };
+    let validator = validate::Validator {
+        dataset: Some(cfg.mapping.dataset),
+        mode: validate::ImportMode::Full,
+        limits: validate::Limits::default(),
+    };
+    let report = validator.run(std::slice::from_ref(path), Some(&summary.schema))?;
+    for f in &report.findings {
+        if !cfg.quiet || f.severity == validate::Severity::Error {
+            eprintln!("personalize-prep: {f}");
+        }
+    }
+    let failing = report.errors() > 0 || (strict && !report.findings.is_empty());
+    Ok(if failing { 3 } else { 0 })
+}
+
 /// Runs a parsed command line; the exit code on success.
 pub fn run(cli: &Cli) -> Result<i32> {
     progress::init_logging(cli.verbose);
@@ -53,7 +76,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             if !cfg.quiet {
                 eprint!("{}", progress::summary_text(&summary));
             }
-            Ok(0)
+            check_output(&cfg, &summary, args.strict)
         }
         Command::Inspect(args) => {
             let cfg = InspectConfig::from_args(args)?;

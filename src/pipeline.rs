@@ -245,6 +245,8 @@ pub struct Summary {
     pub duration: Duration,
     pub outputs: Vec<String>,
     pub warnings: Vec<String>,
+    /// The schema written (or that would describe the CSV).
+    pub schema: String,
 }
 
 /// An object opened for reading: its detected encoding and decoded stream.
@@ -762,8 +764,9 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     }
     // The CSV first: a schema never describes a CSV that did not land.
     csv.commit()?;
+    let schema = schema.to_json();
     if let Some(target) = &cfg.schema_out {
-        io.write_small(target, schema.to_json().as_bytes())?;
+        io.write_small(target, schema.as_bytes())?;
     }
     let mut warnings = mapping.warnings.clone();
     if objects.is_empty() {
@@ -780,6 +783,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         duration: started.elapsed(),
         outputs: output_names(cfg),
         warnings,
+        schema,
     })
 }
 

@@ -315,11 +315,11 @@ fn check_fields(dataset: Dataset, fields: &[Field], out: &mut Findings) {
         out.add(
             "metadata-count",
             E,
-            format!("{metadata} metadata fields; a {dataset} dataset allows at most {max}"),
+            format!("{metadata} metadata fields; {dataset} datasets allow at most {max}"),
         );
     }
     if matches!(dataset, Dataset::Users | Dataset::Items | Dataset::Actions) && metadata == 0 {
-        out.add("metadata-required", E, format!("a {dataset} dataset needs at least one metadata field besides the id; add one with --map"));
+        out.add("metadata-required", E, format!("{dataset} datasets need at least one metadata field besides the id; add one with --map"));
     }
     if fields.iter().filter(|f| f.textual).count() > 1 {
         out.add(

@@ -225,8 +225,14 @@ fn summary_names_counts_and_outputs() {
         first,
         "converted 1 object (1406 bytes), 12 records read, 12 rows written, 0 rejected"
     );
+    // Then the output check: the small sample is below the training minimums.
     assert!(
-        rest.ends_with(" MB/s)\n  outputs: out/events.csv, out/events.avsc\n"),
+        rest.ends_with(
+            " MB/s)\n  outputs: out/events.csv, out/events.avsc\n\
+             personalize-prep: warning[min-interactions]: 12 interactions; training needs at least 1,000\n\
+             personalize-prep: warning[min-users-with-2]: 1 users with at least 2 interactions; \
+             training needs at least 25 (\"Dataset has fewer than 25 users with at least 2 interactions each\")\n"
+        ),
         "{rest}"
     );
     assert_eq!(wd.files("out"), ["events.avsc", "events.csv"]);
