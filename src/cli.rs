@@ -124,6 +124,21 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "BYTES", hide = true)]
     pub chunk_bytes: Option<usize>,
 
+    /// What a bad record does: fail (the default) stops the run, nothing
+    /// written; skip sets it aside, counted by reason, and goes on.
+    #[arg(long, value_name = "WHAT", value_parser = ["fail", "skip"], help_heading = "Run")]
+    pub on_error: Option<String>,
+
+    /// With skip: write each bad record (where, why, its text) as NDJSON
+    /// to FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Run")]
+    pub rejects: Option<String>,
+
+    /// With skip: fail after more than N bad records, or more than P% of
+    /// the records read (judged from 1000 records on, and at the end).
+    #[arg(long, value_name = "N|P%", help_heading = "Run")]
+    pub max_errors: Option<String>,
+
     /// Exit 3 when the output check finds warnings too (for CI gates).
     #[arg(long, help_heading = "Run")]
     pub strict: bool,

@@ -46,6 +46,8 @@ pub struct BadRecord {
     /// The Personalize field (`TIMESTAMP`) or, for malformed JSON, the source
     /// key that was being read when the error was found.
     pub field: Option<String>,
+    /// A stable short name of the reason (`not-a-timestamp`), for counting.
+    pub kind: &'static str,
     pub reason: String,
 }
 
@@ -68,6 +70,10 @@ pub enum Error {
     /// A record that breaks a value rule or is not valid JSON.
     #[error("{0}")]
     Record(Box<BadRecord>),
+
+    /// More records were rejected than `--max-errors` allows.
+    #[error("{0}")]
+    TooManyRejects(String),
 
     /// A required Personalize field that no source field provides.
     #[error("{key}: {message}")]
@@ -127,10 +133,16 @@ impl Error {
         Error::Usage(message.into())
     }
 
-    pub(crate) fn record(origin: Origin, field: Option<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn record(
+        origin: Origin,
+        field: Option<String>,
+        kind: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Record(Box::new(BadRecord {
             origin,
             field,
+            kind,
             reason: reason.into(),
         }))
     }

@@ -242,6 +242,8 @@ pub struct Summary {
     pub bytes: u64,
     pub records: u64,
     pub rows: u64,
+    /// Bad records set aside, by reason.
+    pub rejected: BTreeMap<String, u64>,
     pub duration: Duration,
     pub outputs: Vec<String>,
     pub warnings: Vec<String>,
@@ -405,7 +407,7 @@ impl<'a> ObjectReader<'a> {
                             decompressed: self.decompressed,
                             row_group: None,
                         };
-                        return Err(Error::record(origin, None, reason));
+                        return Err(Error::record(origin, None, "csv-header", reason));
                     }
                 },
                 _ => Decoder::Json,
@@ -631,7 +633,7 @@ pub(crate) fn scan_records(
                                 decompressed,
                                 row_group: None,
                             };
-                            Error::record(origin, None, e.describe(chunk.base))
+                            Error::record(origin, None, e.kind.name(), e.describe(chunk.base))
                         })?;
                         let Some((start, end)) = span else { break };
                         left -= 1;
@@ -721,7 +723,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
     log::debug!("{} objects, {total_bytes} bytes", objects.len());
     let dest = cfg.csv.as_ref().expect("convert has an output");
-    let mut csv = io.csv_out(dest, cfg.part_bytes)?;
+    let csv = io.csv_out(dest, cfg.part_bytes)?;
     let progress = Progress::new(cfg.progress, objects.len() as u64, total_bytes);
     let mapping: Arc<OnceLock<Arc<Mapping>>> = Arc::new(OnceLock::new());
     let pool = rayon::ThreadPoolBuilder::new()
@@ -734,6 +736,15 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     let (done_tx, done_rx) = mpsc::channel::<(u64, Done)>();
 
     let mut stats = WriterStats::default();
+    let rejects = RejectSink {
+        out: cfg
+            .rejects
+            .as_ref()
+            .map(|t| io.csv_out(&CsvDest::File(t.clone()), cfg.part_bytes))
+            .transpose()?,
+        max: cfg.max_errors,
+    };
+    let mut out = Outputs { csv, rejects };
     let result = std::thread::scope(|scope| {
         let reader_mapping = Arc::clone(&mapping);
         let objects = &objects;
@@ -752,7 +763,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
             );
         });
         write_all(
-            done_rx, permit_rx, &mapping, &mut csv, &mut stats, &progress, objects,
+            done_rx, permit_rx, &mapping, &mut out, &mut stats, &progress, objects,
         )
     });
     progress.finish();
@@ -760,10 +771,13 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     let mapping = mapping.get().expect("the reader resolves the mapping");
     let schema = mapping.schema(&stats.seen);
     if !stats.header_written {
-        write_header(&mut csv, &schema)?;
+        write_header(&mut out.csv, &schema)?;
     }
     // The CSV first: a schema never describes a CSV that did not land.
-    csv.commit()?;
+    out.csv.commit()?;
+    if let Some(rejects) = out.rejects.out {
+        rejects.commit()?;
+    }
     let schema = schema.to_json();
     if let Some(target) = &cfg.schema_out {
         io.write_small(target, schema.as_bytes())?;
@@ -780,6 +794,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         bytes: total_bytes,
         records: stats.records,
         rows: stats.rows,
+        rejected: stats.rejected,
         duration: started.elapsed(),
         outputs: output_names(cfg),
         warnings,
@@ -817,21 +832,23 @@ fn read_all(
         let mapping = Arc::clone(mapping.get().expect("resolved before dispatch"));
         let done = done.clone();
         let name = objects[index].name.clone();
-        let dialect = cfg.dialect;
+        let opts = mapping::RowOptions {
+            dialect: cfg.dialect,
+            skip: cfg.skip,
+        };
         pool.spawn(move || {
             let (converted, last) = match &work {
                 Work::Chunk(Decoder::Json, chunk) => (
-                    mapping.convert_json(chunk, &name, decompressed, dialect),
+                    mapping.convert_json(chunk, &name, decompressed, opts),
                     chunk.last,
                 ),
                 Work::Chunk(Decoder::Csv(header), chunk) => (
-                    mapping.convert_csv(chunk, header, &name, decompressed, dialect),
+                    mapping.convert_csv(chunk, header, &name, decompressed, opts),
                     chunk.last,
                 ),
-                Work::RowGroup(source, group, last) => (
-                    mapping.convert_parquet(source, *group, &name, dialect),
-                    *last,
-                ),
+                Work::RowGroup(source, group, last) => {
+                    (mapping.convert_parquet(source, *group, &name, opts), *last)
+                }
             };
             let out = match converted {
                 Ok(converted) => Done::Rows {
@@ -953,6 +970,81 @@ struct WriterStats {
     rows: u64,
     seen: Vec<u8>,
     header_written: bool,
+    /// Bad records set aside, by reason (`TIMESTAMP: not-a-timestamp`).
+    rejected: BTreeMap<String, u64>,
+    rejected_total: u64,
+}
+
+/// What the writer writes to.
+struct Outputs {
+    csv: CsvOut,
+    rejects: RejectSink,
+}
+
+/// Where set-aside records go, and the limit on them.
+struct RejectSink {
+    out: Option<CsvOut>,
+    max: Option<crate::config::MaxErrors>,
+}
+
+impl RejectSink {
+    /// Counts and writes one chunk's rejects, then applies the limit.
+    fn take(
+        &mut self,
+        rejects: Vec<mapping::Reject>,
+        offset: u64,
+        stats: &mut WriterStats,
+    ) -> Result<()> {
+        for mut r in rejects {
+            if r.bad.origin.row_group.is_none() {
+                r.bad.origin.row += offset;
+            }
+            let key = match &r.bad.field {
+                Some(f) => format!("{f}: {}", r.bad.kind),
+                None => r.bad.kind.to_string(),
+            };
+            *stats.rejected.entry(key).or_default() += 1;
+            stats.rejected_total += 1;
+            if let Some(out) = &mut self.out {
+                let o = &r.bad.origin;
+                let line = serde_json::json!({
+                    "object": o.key,
+                    "offset": if o.row_group.is_none() { Some(o.offset) } else { None },
+                    "decompressed": o.decompressed,
+                    "row_group": o.row_group,
+                    "row": o.row,
+                    "field": r.bad.field,
+                    "reason": r.bad.kind,
+                    "message": r.bad.reason,
+                    "raw": r.raw,
+                });
+                out.write_all(format!("{line}\n").as_bytes())?;
+            }
+        }
+        self.check(stats, false)
+    }
+
+    fn check(&self, stats: &WriterStats, at_end: bool) -> Result<()> {
+        let Some(max) = self.max else { return Ok(()) };
+        if !max.exceeded(stats.rejected_total, stats.records, at_end) {
+            return Ok(());
+        }
+        let reasons: Vec<String> = stats
+            .rejected
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let limit = match max {
+            crate::config::MaxErrors::Count(n) => n.to_string(),
+            crate::config::MaxErrors::Percent(p) => format!("{p}%"),
+        };
+        Err(Error::TooManyRejects(format!(
+            "{} of {} records rejected, more than --max-errors {limit} allows ({}); nothing written",
+            stats.rejected_total,
+            stats.records,
+            reasons.join(", ")
+        )))
+    }
 }
 
 /// The writer: results back in sequence order, rows to the CSV.
@@ -960,7 +1052,7 @@ fn write_all(
     done: mpsc::Receiver<(u64, Done)>,
     permits: mpsc::Receiver<()>,
     mapping: &OnceLock<Arc<Mapping>>,
-    csv: &mut CsvOut,
+    out: &mut Outputs,
     stats: &mut WriterStats,
     progress: &Progress,
     objects: &[Object],
@@ -995,16 +1087,17 @@ fn write_all(
                 } => {
                     if !stats.header_written {
                         let m = mapping.get().expect("resolved before any chunk");
-                        write_header(csv, &m.schema(&[]))?;
+                        write_header(&mut out.csv, &m.schema(&[]))?;
                         stats.header_written = true;
                         stats.seen = vec![0; m.fields.len()];
                     }
-                    csv.write_all(&converted.csv)?;
+                    out.csv.write_all(&converted.csv)?;
                     stats.records += converted.records;
                     stats.rows += converted.rows;
                     for (s, c) in stats.seen.iter_mut().zip(&converted.seen) {
                         *s |= c;
                     }
+                    out.rejects.take(converted.rejects, object_records, stats)?;
                     object_records += converted.records;
                     progress.rows(converted.rows);
                     if last {
@@ -1015,5 +1108,5 @@ fn write_all(
             }
         }
     }
-    Ok(())
+    out.rejects.check(stats, true)
 }

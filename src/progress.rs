@@ -120,14 +120,20 @@ pub fn summary_text(s: &Summary) -> String {
             format!("{n} {many}")
         }
     };
-    format!(
-        "converted {} ({}), {} read, {} written, 0 rejected in {secs:.2} s ({rate:.1} MB/s)\n  outputs: {}\n",
+    let rejected: u64 = s.rejected.values().sum();
+    let mut text = format!(
+        "converted {} ({}), {} read, {} written, {rejected} rejected in {secs:.2} s ({rate:.1} MB/s)\n  outputs: {}\n",
         plural(s.objects, "object", "objects"),
         plural(s.bytes, "byte", "bytes"),
         plural(s.records, "record", "records"),
         plural(s.rows, "row", "rows"),
         s.outputs.join(", ")
-    )
+    );
+    if rejected > 0 {
+        let reasons: Vec<String> = s.rejected.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        text.push_str(&format!("  rejected: {}\n", reasons.join(", ")));
+    }
+    text
 }
 
 /// Debug messages on stderr with `-v`.

@@ -78,6 +78,45 @@ pub enum CsvDest {
     File(Target),
 }
 
+/// `--max-errors`: a count, or a share of the records read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxErrors {
+    Count(u64),
+    Percent(f64),
+}
+
+impl MaxErrors {
+    fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::usage(format!(
+                "--max-errors {text}: expected a count (10) or a share (2.5%)"
+            ))
+        };
+        match text.strip_suffix('%') {
+            Some(p) => p
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .map(MaxErrors::Percent)
+                .ok_or_else(bad),
+            None => text.parse().map(MaxErrors::Count).map_err(|_| bad()),
+        }
+    }
+
+    /// Whether `rejected` of `records` is past the limit; a share is
+    /// judged once 1000 records have been read, or at the end.
+    pub fn exceeded(self, rejected: u64, records: u64, at_end: bool) -> bool {
+        match self {
+            MaxErrors::Count(n) => rejected > n,
+            MaxErrors::Percent(p) => {
+                (at_end || records >= 1000)
+                    && records > 0
+                    && rejected as f64 * 100.0 / records as f64 > p
+            }
+        }
+    }
+}
+
 /// A resolved `convert`.
 #[derive(Debug, Clone)]
 pub struct ConvertConfig {
@@ -92,6 +131,10 @@ pub struct ConvertConfig {
     pub csv: Option<CsvDest>,
     pub schema_out: Option<Target>,
     pub dialect: Dialect,
+    /// `--on-error skip`: bad records are set aside, not fatal.
+    pub skip: bool,
+    pub rejects: Option<Target>,
+    pub max_errors: Option<MaxErrors>,
     pub threads: usize,
     /// Objects fetched from object storage at once.
     pub concurrency: usize,
@@ -249,6 +292,12 @@ impl ConvertConfig {
                 schema
             )));
         }
+        let skip = args.on_error.as_deref() == Some("skip");
+        if !skip && (args.rejects.is_some() || args.max_errors.is_some()) {
+            return Err(Error::usage(
+                "--rejects and --max-errors go with --on-error skip",
+            ));
+        }
         let threads = match args.threads {
             Some(0) => return Err(Error::usage("--threads must be at least 1")),
             Some(n) => n,
@@ -264,6 +313,13 @@ impl ConvertConfig {
             csv,
             schema_out,
             dialect: parse(args.csv_dialect.as_deref().unwrap_or("personalize"))?,
+            skip,
+            rejects: args.rejects.as_deref().map(Target::parse).transpose()?,
+            max_errors: args
+                .max_errors
+                .as_deref()
+                .map(MaxErrors::parse)
+                .transpose()?,
             threads,
             part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
@@ -290,6 +346,9 @@ impl ConvertConfig {
             csv: None,
             schema_out: None,
             dialect: Dialect::default(),
+            skip: false,
+            rejects: None,
+            max_errors: None,
             threads: 1,
             concurrency: input.concurrency.unwrap_or(8),
             storage_options: storage_options(&input.storage_options)?,

@@ -82,6 +82,17 @@ pub(crate) enum SyntaxKind {
     NotAnObject,
 }
 
+impl SyntaxKind {
+    /// The stable name of the reason, for counting rejects.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyntaxKind::Invalid => "invalid-json",
+            SyntaxKind::Truncated => "truncated-json",
+            SyntaxKind::NotAnObject => "not-a-record",
+        }
+    }
+}
+
 impl SyntaxError {
     /// The full reason for a user, with `base` the stream offset of the
     /// scanned buffer's first byte.
@@ -243,6 +254,19 @@ impl<'a> Scanner<'a> {
             stack: Vec::new(),
             scratch: Vec::new(),
         }
+    }
+
+    /// After a syntax error: skips to the next `{` at or after `from` (past
+    /// the bad record's start), where the next record may begin, and
+    /// returns that position (the end of the buffer when there is none).
+    pub fn resync(&mut self, from: usize) -> usize {
+        let from = from.min(self.buf.len());
+        self.pos = memchr::memchr(b'{', &self.buf[from..]).map_or(self.buf.len(), |i| from + i);
+        if self.top != Top::Between {
+            self.top = Top::ArrayStart;
+        }
+        self.key = None;
+        self.pos
     }
 
     /// The top-level state where scanning stopped.

@@ -20,7 +20,7 @@ use crate::decode::Chunk;
 use crate::decode::csv::Header;
 use crate::decode::json::{self, Capture, Selector};
 use crate::decode::parquet::{self, ParquetSource};
-use crate::error::{Error, Origin, Result};
+use crate::error::{BadRecord, Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
 use crate::sink::csv::{Dialect, push_field};
 use arrow_array::RecordBatch;
@@ -661,6 +661,19 @@ fn write_text(scratch: &mut Scratch, value: impl std::fmt::Display) -> &str {
     &scratch.text
 }
 
+/// Fails with `bad`, or keeps it with its text when skipping.
+fn reject(done: &mut Converted, opts: RowOptions, bad: BadRecord, raw: &[u8]) -> Result<()> {
+    if !opts.skip {
+        return Err(Error::Record(Box::new(bad)));
+    }
+    let cut = raw.len().min(RAW_LIMIT);
+    done.rejects.push(Reject {
+        bad,
+        raw: String::from_utf8_lossy(&raw[..cut]).into_owned(),
+    });
+    Ok(())
+}
+
 impl Converted {
     fn new(fields: usize, input_bytes: usize) -> Self {
         Converted {
@@ -679,24 +692,84 @@ pub(crate) struct Converted {
     pub rows: u64,
     /// Value kinds seen per field (for inferred types).
     pub seen: Vec<u8>,
+    /// Bad records set aside (`--on-error skip`).
+    pub rejects: Vec<Reject>,
+}
+
+/// A bad record set aside with `--on-error skip`: why, and its text.
+#[derive(Debug)]
+pub(crate) struct Reject {
+    pub bad: BadRecord,
+    /// The record as it was in the source, cut at `RAW_LIMIT` bytes.
+    pub raw: String,
+}
+
+/// How much of a rejected record's text is kept.
+const RAW_LIMIT: usize = 1024;
+
+/// How rows are made: the CSV dialect, and whether a bad record stops the
+/// run (the default) or is set aside.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowOptions {
+    pub dialect: Dialect,
+    pub skip: bool,
+}
+
+/// The stable name of a value error, from its message (the messages come
+/// from `value`, so the names stay in step with them).
+fn value_kind(reason: &str) -> &'static str {
+    const KINDS: &[(&str, &str)] = &[
+        ("missing:", "missing"),
+        ("null, but", "null"),
+        ("empty,", "empty"),
+        ("is not a timestamp", "not-a-timestamp"),
+        ("is not an integer id", "not-an-integer-id"),
+        ("is not an integer", "not-an-integer"),
+        ("is not a number", "not-a-number"),
+        ("the id has", "id-too-long"),
+        ("where an id", "not-an-id"),
+        ("where a string is required", "not-a-string"),
+        ("an object where", "object-not-allowed"),
+        ("an array where", "array-not-allowed"),
+        ("nested array or object", "nested-list"),
+        ("does not fit an int", "int-overflow"),
+        ("\\u escape", "invalid-escape"),
+        ("invalid UTF-8", "invalid-utf8"),
+    ];
+    KINDS
+        .iter()
+        .find(|(text, _)| reason.contains(text))
+        .map_or("invalid-value", |(_, kind)| kind)
 }
 
 impl Mapping {
-    /// Counts one record and appends its row, or fails naming its origin.
+    /// Counts one record and appends its row; a bad value fails the run or
+    /// sets the record aside (`raw` is its source text).
     fn push_row<'c>(
         &self,
         done: &mut Converted,
         cell: impl FnMut(usize) -> Option<Cell<'c>>,
-        dialect: Dialect,
+        opts: RowOptions,
         origin: impl FnOnce() -> Origin,
+        raw: &[u8],
     ) -> Result<()> {
         done.records += 1;
-        if let Err((i, reason)) = self.write_row(cell, &mut done.csv, &mut done.seen, dialect) {
-            let name = self.fields[i].name.clone();
-            return Err(Error::record(origin(), Some(name), reason));
+        match self.write_row(cell, &mut done.csv, &mut done.seen, opts.dialect) {
+            Ok(()) => {
+                done.rows += 1;
+                Ok(())
+            }
+            Err((i, reason)) => {
+                let field = Some(self.fields[i].name.clone());
+                let bad = BadRecord {
+                    origin: origin(),
+                    field,
+                    kind: value_kind(&reason),
+                    reason,
+                };
+                reject(done, opts, bad, raw)
+            }
         }
-        done.rows += 1;
-        Ok(())
     }
 
     /// Decodes a chunk of CSV records (after the header) and converts each
@@ -707,7 +780,7 @@ impl Mapping {
         header: &Header,
         object: &str,
         decompressed: bool,
-        dialect: Dialect,
+        opts: RowOptions,
     ) -> Result<Converted> {
         let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len());
@@ -727,15 +800,30 @@ impl Mapping {
         let mut record = ::csv::ByteRecord::new();
         loop {
             let before = reader.position().byte();
-            match reader.read_byte_record(&mut record) {
+            let read = reader.read_byte_record(&mut record);
+            let after = reader.position().byte();
+            let raw = &buf[(before as usize).min(buf.len())..(after as usize).min(buf.len())];
+            let bad = |kind, field: Option<String>, reason: String, row| BadRecord {
+                origin: origin(before, row),
+                field,
+                kind,
+                reason,
+            };
+            match read {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    let reason = format!("invalid CSV: {e}");
-                    return Err(Error::record(origin(before, done.records), None, reason));
+                    let b = bad(
+                        "csv-syntax",
+                        None,
+                        format!("invalid CSV: {e}"),
+                        done.records,
+                    );
+                    done.records += 1;
+                    reject(&mut done, opts, b, raw)?;
+                    continue;
                 }
             }
-            let at = record.position().map_or(before, |p| p.byte());
             if record.len() == 1 && record[0].is_empty() {
                 continue;
             }
@@ -745,22 +833,40 @@ impl Mapping {
                     record.len(),
                     header.names.len()
                 );
-                return Err(Error::record(origin(at, done.records), None, reason));
+                let b = bad("csv-field-count", None, reason, done.records);
+                done.records += 1;
+                reject(&mut done, opts, b, raw)?;
+                continue;
             }
             let mut texts = Vec::with_capacity(columns.len());
+            let mut invalid = None;
             for column in &columns {
                 let text = match column {
-                    Some(c) => Some(std::str::from_utf8(&record[*c]).map_err(|_| {
-                        let name = format!("{:?}", header.names[*c]);
-                        Error::record(origin(at, done.records), Some(name), "invalid UTF-8")
-                    })?),
+                    Some(c) => match std::str::from_utf8(&record[*c]) {
+                        Ok(text) => Some(text),
+                        Err(_) => {
+                            invalid = Some(format!("{:?}", header.names[*c]));
+                            None
+                        }
+                    },
                     None => None,
                 };
                 texts.push(text);
             }
+            if let Some(name) = invalid {
+                let b = bad(
+                    "invalid-utf8",
+                    Some(name),
+                    "invalid UTF-8".into(),
+                    done.records,
+                );
+                done.records += 1;
+                reject(&mut done, opts, b, raw)?;
+                continue;
+            }
             let cell = |slot: usize| texts[slot].map(Cell::from_text);
             let row = done.records;
-            self.push_row(&mut done, cell, dialect, || origin(at, row))?;
+            self.push_row(&mut done, cell, opts, || origin(before, row), raw)?;
         }
         Ok(done)
     }
@@ -772,7 +878,7 @@ impl Mapping {
         source: &ParquetSource,
         group: usize,
         object: &str,
-        dialect: Dialect,
+        opts: RowOptions,
     ) -> Result<Converted> {
         let origin = |row: u64| Origin {
             key: object.to_string(),
@@ -798,7 +904,7 @@ impl Mapping {
             for row in 0..batch.num_rows() {
                 let cell = |slot: usize| columns[slot].as_ref().map(|c| c.cell(row));
                 let at = done.records;
-                self.push_row(&mut done, cell, dialect, || origin(at))?;
+                self.push_row(&mut done, cell, opts, || origin(at), b"")?;
             }
         }
         Ok(done)
@@ -811,7 +917,7 @@ impl Mapping {
         chunk: &Chunk,
         object: &str,
         decompressed: bool,
-        dialect: Dialect,
+        opts: RowOptions,
     ) -> Result<Converted> {
         let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len());
@@ -829,24 +935,33 @@ impl Mapping {
                 Ok(Some(span)) => span,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(Error::record(
-                        origin(e.record_start, done.records),
-                        None,
-                        e.describe(chunk.base),
-                    ));
+                    let bad = BadRecord {
+                        origin: origin(e.record_start, done.records),
+                        field: None,
+                        kind: e.kind.name(),
+                        reason: e.describe(chunk.base),
+                    };
+                    done.records += 1;
+                    // Resynchronise at the next object after the bad start.
+                    let next = scanner.resync(e.pos.max(e.record_start + 1));
+                    reject(&mut done, opts, bad, &buf[e.record_start..next])?;
+                    continue;
                 }
             };
             let cell = |slot: usize| caps[slot].value.map(|v| Cell::from_json(v, buf));
             let row = done.records;
-            self.push_row(&mut done, cell, dialect, || origin(span.0, row))?;
+            let raw = &buf[span.0..span.1];
+            self.push_row(&mut done, cell, opts, || origin(span.0, row), raw)?;
         }
         if chunk.last && scanner.top() != json::Top::Between {
             let at = scanner.pos();
-            return Err(Error::record(
-                origin(at, done.records),
-                None,
-                "truncated JSON: the input ends inside the top-level array",
-            ));
+            let bad = BadRecord {
+                origin: origin(at, done.records),
+                field: None,
+                kind: "truncated-json",
+                reason: "truncated JSON: the input ends inside the top-level array".into(),
+            };
+            reject(&mut done, opts, bad, b"")?;
         }
         Ok(done)
     }
@@ -874,6 +989,13 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (self.0 >> 33) as usize
+        }
+    }
+
+    fn opts(skip: bool) -> RowOptions {
+        RowOptions {
+            dialect: Dialect::Personalize,
+            skip,
         }
     }
 
@@ -927,7 +1049,7 @@ mod tests {
             );
             while let Ok(Some(chunk)) = reader.next_chunk() {
                 if mapping
-                    .convert_json(&chunk, "fuzz", false, Dialect::Personalize)
+                    .convert_json(&chunk, "fuzz", false, opts(round % 2 == 0))
                     .is_err()
                 {
                     break;
@@ -950,7 +1072,7 @@ mod tests {
             let mut csv = Vec::new();
             while let Some(chunk) = reader.next_chunk().unwrap() {
                 let done = mapping
-                    .convert_json(&chunk, "t", false, Dialect::Personalize)
+                    .convert_json(&chunk, "t", false, opts(false))
                     .unwrap();
                 csv.extend(done.csv);
             }

@@ -99,6 +99,8 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    skip_concatenated => "skip-concatenated",
+    err_max_errors => "err-max-errors",
     validate_sample => "validate-sample",
     validate_strict => "validate-strict",
     validate_values => "validate-values",
