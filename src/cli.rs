@@ -139,6 +139,11 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N|P%", help_heading = "Run")]
     pub max_errors: Option<String>,
 
+    /// Write identical rows once (Firehose delivers at least once); for
+    /// users, items and actions keep the last row per id.
+    #[arg(long, help_heading = "Run")]
+    pub dedupe: bool,
+
     /// Exit 3 when the output check finds warnings too (for CI gates).
     #[arg(long, help_heading = "Run")]
     pub strict: bool,

@@ -31,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::mapping::{self, Cell, Converted, FirstRecord, Mapping};
 use crate::progress::Progress;
 use crate::schema::Schema;
+use crate::sink::csv::Dialect;
+use crate::sink::dedupe::Dedupe;
 use crate::sink::{self, AtomicFile, CsvOut, Upload};
 use crate::source::store::Stores;
 use crate::source::{self, Location, Object};
@@ -244,6 +246,8 @@ pub struct Summary {
     pub rows: u64,
     /// Bad records set aside, by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Rows dropped by `--dedupe`.
+    pub duplicates: u64,
     pub duration: Duration,
     pub outputs: Vec<String>,
     pub warnings: Vec<String>,
@@ -744,7 +748,12 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
             .transpose()?,
         max: cfg.max_errors,
     };
-    let mut out = Outputs { csv, rejects };
+    let mut out = Outputs {
+        csv,
+        rejects,
+        dedupe: None,
+        dedupe_dialect: cfg.dedupe.then_some(cfg.dialect),
+    };
     let result = std::thread::scope(|scope| {
         let reader_mapping = Arc::clone(&mapping);
         let objects = &objects;
@@ -773,6 +782,11 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     if !stats.header_written {
         write_header(&mut out.csv, &schema)?;
     }
+    if let Some(dedupe) = out.dedupe.take() {
+        let csv = &mut out.csv;
+        stats.duplicates += dedupe.finish(|line| csv.write_all(line))?;
+    }
+    stats.rows -= stats.duplicates;
     // The CSV first: a schema never describes a CSV that did not land.
     out.csv.commit()?;
     if let Some(rejects) = out.rejects.out {
@@ -795,6 +809,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         records: stats.records,
         rows: stats.rows,
         rejected: stats.rejected,
+        duplicates: stats.duplicates,
         duration: started.elapsed(),
         outputs: output_names(cfg),
         warnings,
@@ -973,12 +988,37 @@ struct WriterStats {
     /// Bad records set aside, by reason (`TIMESTAMP: not-a-timestamp`).
     rejected: BTreeMap<String, u64>,
     rejected_total: u64,
+    /// Rows dropped by `--dedupe`.
+    duplicates: u64,
+}
+
+/// `--dedupe` for `mapping`: the last row per id for users, items and
+/// actions, whole rows otherwise.
+fn dedupe_for(mapping: &Mapping, dialect: Dialect) -> Result<Dedupe> {
+    use crate::schema::Dataset;
+    let id = match mapping.dataset {
+        Dataset::Users => "USER_ID",
+        Dataset::Items => "ITEM_ID",
+        Dataset::Actions => "ACTION_ID",
+        Dataset::Interactions | Dataset::ActionInteractions => return Ok(Dedupe::rows()),
+    };
+    match mapping.fields.iter().position(|f| f.name == id) {
+        Some(column) => Dedupe::last_per_id(column, dialect).map_err(|source| Error::Setup {
+            what: "cannot create the --dedupe spool file",
+            source,
+        }),
+        None => Ok(Dedupe::rows()),
+    }
 }
 
 /// What the writer writes to.
 struct Outputs {
     csv: CsvOut,
     rejects: RejectSink,
+    /// Set up with the header, once the columns are known.
+    dedupe: Option<Dedupe>,
+    /// `--dedupe` was asked for, in this CSV dialect.
+    dedupe_dialect: Option<Dialect>,
 }
 
 /// Where set-aside records go, and the limit on them.
@@ -1090,8 +1130,22 @@ fn write_all(
                         write_header(&mut out.csv, &m.schema(&[]))?;
                         stats.header_written = true;
                         stats.seen = vec![0; m.fields.len()];
+                        if let Some(dialect) = out.dedupe_dialect {
+                            out.dedupe = Some(dedupe_for(m, dialect)?);
+                        }
                     }
-                    out.csv.write_all(&converted.csv)?;
+                    match &mut out.dedupe {
+                        None => out.csv.write_all(&converted.csv)?,
+                        Some(dedupe) => {
+                            let (kept, dropped) =
+                                dedupe.push(&converted.csv).map_err(|source| Error::Setup {
+                                    what: "cannot write the --dedupe spool file",
+                                    source,
+                                })?;
+                            out.csv.write_all(&kept)?;
+                            stats.duplicates += dropped;
+                        }
+                    }
                     stats.records += converted.records;
                     stats.rows += converted.rows;
                     for (s, c) in stats.seen.iter_mut().zip(&converted.seen) {

@@ -129,6 +129,9 @@ pub fn summary_text(s: &Summary) -> String {
         plural(s.rows, "row", "rows"),
         s.outputs.join(", ")
     );
+    if s.duplicates > 0 {
+        text.push_str(&format!("  duplicates removed: {}\n", s.duplicates));
+    }
     if rejected > 0 {
         let reasons: Vec<String> = s.rejected.iter().map(|(k, n)| format!("{k} {n}")).collect();
         text.push_str(&format!("  rejected: {}\n", reasons.join(", ")));

@@ -135,6 +135,8 @@ pub struct ConvertConfig {
     pub skip: bool,
     pub rejects: Option<Target>,
     pub max_errors: Option<MaxErrors>,
+    /// `--dedupe`.
+    pub dedupe: bool,
     pub threads: usize,
     /// Objects fetched from object storage at once.
     pub concurrency: usize,
@@ -320,6 +322,7 @@ impl ConvertConfig {
                 .as_deref()
                 .map(MaxErrors::parse)
                 .transpose()?,
+            dedupe: args.dedupe,
             threads,
             part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
@@ -349,6 +352,7 @@ impl ConvertConfig {
             skip: false,
             rejects: None,
             max_errors: None,
+            dedupe: false,
             threads: 1,
             concurrency: input.concurrency.unwrap_or(8),
             storage_options: storage_options(&input.storage_options)?,

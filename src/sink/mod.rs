@@ -9,6 +9,7 @@
 //! appears and an existing object is left as it was.
 
 pub mod csv;
+pub(crate) mod dedupe;
 
 use std::fs;
 use std::io::{self, BufWriter, Write};

@@ -99,6 +99,8 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    dedupe_interactions => "dedupe-interactions",
+    dedupe_items => "dedupe-items",
     skip_concatenated => "skip-concatenated",
     err_max_errors => "err-max-errors",
     validate_sample => "validate-sample",
