@@ -139,6 +139,11 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N|P%", help_heading = "Run")]
     pub max_errors: Option<String>,
 
+    /// Write a JSON report of the run (counts, users, items, time range,
+    /// findings) to FILE, or - for stdout.
+    #[arg(long, value_name = "FILE|-", help_heading = "Output")]
+    pub report: Option<String>,
+
     /// Write identical rows once (Firehose delivers at least once); for
     /// users, items and actions keep the last row per id.
     #[arg(long, help_heading = "Run")]

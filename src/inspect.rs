@@ -27,13 +27,13 @@ const SKETCH: usize = 1024;
 
 /// A k-minimum-values sketch: the `SKETCH` smallest 64-bit hashes seen.
 #[derive(Default)]
-struct Distinct {
+pub(crate) struct Distinct {
     smallest: BTreeSet<u64>,
     saturated: bool,
 }
 
 impl Distinct {
-    fn add(&mut self, text: &str) {
+    pub fn add(&mut self, text: &str) {
         let mut h = std::hash::DefaultHasher::new();
         text.hash(&mut h);
         let hash = h.finish();
@@ -49,7 +49,7 @@ impl Distinct {
     }
 
     /// The count, and whether it is exact.
-    fn estimate(&self) -> (u64, bool) {
+    pub fn estimate(&self) -> (u64, bool) {
         match (self.saturated, self.smallest.last()) {
             (true, Some(&kth)) => {
                 let share = kth as f64 / u64::MAX as f64;

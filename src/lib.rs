@@ -37,12 +37,14 @@ use cli::{Cli, Command};
 use config::{ConvertConfig, InspectConfig, SchemaConfig};
 
 /// Checks a local CSV output against Personalize's rules after `convert`
-/// (SPEC section 7): findings on stderr (`-q` keeps only errors), exit 3
-/// on errors, or on any finding with `--strict`. Outputs on stdout or
-/// object storage are left to `validate`.
-fn check_output(cfg: &ConvertConfig, summary: &pipeline::Summary, strict: bool) -> Result<i32> {
+/// (SPEC section 7), printing the findings on stderr (`-q` keeps only
+/// errors). Outputs on stdout or object storage are left to `validate`.
+fn check_output(
+    cfg: &ConvertConfig,
+    summary: &pipeline::Summary,
+) -> Result<Option<validate::Report>> {
     let Some(config::CsvDest::File(config::Target::Local(path))) = &cfg.csv else {
-        return Ok(0);
+        return Ok(None);
     };
     let validator = validate::Validator {
         dataset: Some(cfg.mapping.dataset),
@@ -55,8 +57,62 @@ fn check_output(cfg: &ConvertConfig, summary: &pipeline::Summary, strict: bool) 
             eprintln!("personalize-prep: {f}");
         }
     }
-    let failing = report.errors() > 0 || (strict && !report.findings.is_empty());
-    Ok(if failing { 3 } else { 0 })
+    Ok(Some(report))
+}
+
+/// The `--report` JSON: the run's counts, the output's figures and every
+/// finding (README, "The report").
+fn report_json(
+    cfg: &ConvertConfig,
+    s: &pipeline::Summary,
+    checked: Option<&validate::Report>,
+) -> serde_json::Value {
+    let findings: Vec<serde_json::Value> = checked
+        .map(|r| &r.findings[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            let examples: Vec<serde_json::Value> = f
+                .examples
+                .iter()
+                .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column}))
+                .collect();
+            serde_json::json!({
+                "rule": f.rule,
+                "severity": match f.severity {
+                    validate::Severity::Error => "error",
+                    validate::Severity::Warning => "warning",
+                },
+                "message": f.message,
+                "count": f.count,
+                "examples": examples,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "dataset": cfg.mapping.dataset.cli_name(),
+        "objects": s.objects,
+        "bytes": s.bytes,
+        "records": s.records,
+        "rows": s.rows,
+        "rejected": s.rejected.values().sum::<u64>(),
+        "rejected_by_reason": s.rejected,
+        "duplicates_removed": s.duplicates,
+        "outputs": s.outputs,
+        "checked": checked.is_some(),
+        "figures": checked.map(|r| r.figures.clone()),
+        "findings": findings,
+    })
+}
+
+fn print_stdout(text: &str) -> Result<()> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|source| Error::Write {
+            path: "<stdout>".into(),
+            what: "cannot write",
+            source,
+        })
 }
 
 /// Runs a parsed command line; the exit code on success.
@@ -76,7 +132,26 @@ pub fn run(cli: &Cli) -> Result<i32> {
             if !cfg.quiet {
                 eprint!("{}", progress::summary_text(&summary));
             }
-            check_output(&cfg, &summary, args.strict)
+            let checked = check_output(&cfg, &summary)?;
+            let findings = checked.as_ref().map_or(&[][..], |r| &r.findings[..]);
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == validate::Severity::Error)
+                .count();
+            if let Some(report) = &cfg.report {
+                let json = report_json(&cfg, &summary, checked.as_ref());
+                let text = format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&json).unwrap_or_default()
+                );
+                match report {
+                    None => print_stdout(&text)?,
+                    Some(target) => pipeline::Io::new(&cfg.storage_options)?
+                        .write_small(target, text.as_bytes())?,
+                }
+            }
+            let failing = errors > 0 || (args.strict && !findings.is_empty());
+            Ok(if failing { 3 } else { 0 })
         }
         Command::Inspect(args) => {
             let cfg = InspectConfig::from_args(args)?;

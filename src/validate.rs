@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::inspect::Distinct;
 use crate::mapping::value::number_shape;
 use crate::schema::{AvroType, Dataset, normalize_name};
 
@@ -335,6 +336,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Each file and the CSV dialect it was read in.
     pub dialects: Vec<(String, &'static str)>,
+    /// The dataset figures (users, items, time range, …) for `--report`.
+    pub figures: Value,
 }
 
 impl Report {
@@ -438,9 +441,14 @@ impl Validator {
                 "{total_bytes} bytes in all; one {mode} import job takes at most {limit} bytes: split the data into several imports"
             ));
         }
+        let figures = stats.to_json(fields.as_deref().unwrap_or_default());
         let mut findings = out.list;
         findings.sort_by_key(|f| f.severity);
-        Ok(Report { findings, dialects })
+        Ok(Report {
+            findings,
+            dialects,
+            figures,
+        })
     }
 
     fn check_csv(
@@ -542,6 +550,7 @@ impl Validator {
                 continue;
             }
             stats.rows += 1;
+            stats.filled.resize(fields.len(), 0);
             for (col, (field, raw)) in fields.iter().zip(record.iter()).enumerate() {
                 let at = || Location {
                     file: name.into(),
@@ -549,6 +558,9 @@ impl Validator {
                     column: col + 1,
                 };
                 let text = String::from_utf8_lossy(raw);
+                if !text.is_empty() {
+                    stats.filled[col] += 1;
+                }
                 if text.is_empty() {
                     if !field.nullable {
                         out.at(
@@ -626,6 +638,13 @@ impl Validator {
                 }
                 match reserved.map(|r| r.name) {
                     Some("USER_ID") => stats.user(&text),
+                    Some("ITEM_ID" | "ACTION_ID") => stats.items.add(&text),
+                    Some("TIMESTAMP") => {
+                        if let Ok(t) = text.parse::<i64>() {
+                            let (lo, hi) = stats.time_range.unwrap_or((t, t));
+                            stats.time_range = Some((lo.min(t), hi.max(t)));
+                        }
+                    }
                     Some("EVENT_TYPE") => {
                         stats.event_types.insert(text.into_owned());
                     }
@@ -652,13 +671,74 @@ pub fn uses_backslash_escapes(bytes: &[u8]) -> bool {
 #[derive(Default)]
 struct Stats {
     rows: u64,
+    /// Interactions per user, up to `USERS_TRACKED` users.
     per_user: HashMap<String, u32>,
+    users_capped: bool,
+    users: Distinct,
+    items: Distinct,
     event_types: HashSet<String>,
+    time_range: Option<(i64, i64)>,
+    /// Non-empty values per column.
+    filled: Vec<u64>,
 }
+
+/// Users whose interactions are counted one by one; past this the per-user
+/// buckets cover the first ones only (and say so).
+const USERS_TRACKED: usize = 5_000_000;
 
 impl Stats {
     fn user(&mut self, id: &str) {
-        *self.per_user.entry(id.to_string()).or_default() += 1;
+        self.users.add(id);
+        if let Some(n) = self.per_user.get_mut(id) {
+            *n += 1;
+        } else if self.per_user.len() < USERS_TRACKED {
+            self.per_user.insert(id.to_string(), 1);
+        } else {
+            self.users_capped = true;
+        }
+    }
+
+    /// The dataset figures for `--report`.
+    fn to_json(&self, fields: &[Field]) -> Value {
+        let exact = |(n, exact): (u64, bool)| serde_json::json!({"count": n, "exact": exact});
+        let mut buckets = [0u64; 4];
+        for &n in self.per_user.values() {
+            let i = match n {
+                1 => 0,
+                2..=4 => 1,
+                5..=9 => 2,
+                _ => 3,
+            };
+            buckets[i] += 1;
+        }
+        let completeness: serde_json::Map<String, Value> = fields
+            .iter()
+            .zip(&self.filled)
+            .filter(|(f, _)| f.nullable)
+            .map(|(f, &n)| {
+                let share = if self.rows == 0 {
+                    0.0
+                } else {
+                    n as f64 / self.rows as f64
+                };
+                (
+                    f.name.clone(),
+                    serde_json::json!((share * 10_000.0).round() / 10_000.0),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "rows_checked": self.rows,
+            "distinct_users": exact(self.users.estimate()),
+            "distinct_items": exact(self.items.estimate()),
+            "distinct_event_types": self.event_types.len(),
+            "time_range": self.time_range.map(|(lo, hi)| serde_json::json!({"min": lo, "max": hi})),
+            "events_per_user": {
+                "1": buckets[0], "2-4": buckets[1], "5-9": buckets[2], "10+": buckets[3],
+                "exact": !self.users_capped,
+            },
+            "completeness": completeness,
+        })
     }
 
     fn finish(&self, dataset: Dataset, mode: ImportMode, fields: &[Field], out: &mut Findings) {

@@ -137,6 +137,8 @@ pub struct ConvertConfig {
     pub max_errors: Option<MaxErrors>,
     /// `--dedupe`.
     pub dedupe: bool,
+    /// `--report`: `None` for stdout.
+    pub report: Option<Option<Target>>,
     pub threads: usize,
     /// Objects fetched from object storage at once.
     pub concurrency: usize,
@@ -300,6 +302,16 @@ impl ConvertConfig {
                 "--rejects and --max-errors go with --on-error skip",
             ));
         }
+        let report = match args.report.as_deref() {
+            None => None,
+            Some("-") if matches!(csv, Some(CsvDest::Stdout)) => {
+                return Err(Error::usage(
+                    "--report - and -o - both want stdout; send one to a file",
+                ));
+            }
+            Some("-") => Some(None),
+            Some(path) => Some(Some(Target::parse(path)?)),
+        };
         let threads = match args.threads {
             Some(0) => return Err(Error::usage("--threads must be at least 1")),
             Some(n) => n,
@@ -323,6 +335,7 @@ impl ConvertConfig {
                 .map(MaxErrors::parse)
                 .transpose()?,
             dedupe: args.dedupe,
+            report,
             threads,
             part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
@@ -353,6 +366,7 @@ impl ConvertConfig {
             rejects: None,
             max_errors: None,
             dedupe: false,
+            report: None,
             threads: 1,
             concurrency: input.concurrency.unwrap_or(8),
             storage_options: storage_options(&input.storage_options)?,

@@ -99,6 +99,7 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    report_json => "report-json",
     dedupe_interactions => "dedupe-interactions",
     dedupe_items => "dedupe-items",
     skip_concatenated => "skip-concatenated",
