@@ -149,6 +149,11 @@ pub struct ConvertArgs {
     #[arg(long, help_heading = "Run")]
     pub dedupe: bool,
 
+    /// Check the output against a domain dataset group's rules too:
+    /// ecommerce or video-on-demand.
+    #[arg(long, value_name = "DOMAIN", value_parser = ["ecommerce", "video-on-demand"], help_heading = "Mapping")]
+    pub domain: Option<String>,
+
     /// Exit 3 when the output check finds warnings too (for CI gates).
     #[arg(long, help_heading = "Run")]
     pub strict: bool,
@@ -265,6 +270,11 @@ pub struct ValidateArgs {
     /// interactions).
     #[arg(short, long, value_name = "DATASET", value_parser = ["interactions", "users", "items", "actions", "action-interactions"], help_heading = "Input")]
     pub dataset: Option<String>,
+
+    /// Check a domain dataset group's rules too: ecommerce or
+    /// video-on-demand.
+    #[arg(long, value_name = "DOMAIN", value_parser = ["ecommerce", "video-on-demand"], help_heading = "Input")]
+    pub domain: Option<String>,
 
     /// full (the default) or incremental: an incremental import skips the
     /// dataset-wide minimums and has a 1 GB limit.

@@ -48,6 +48,7 @@ fn check_output(
     };
     let validator = validate::Validator {
         dataset: Some(cfg.mapping.dataset),
+        domain: cfg.domain,
         mode: validate::ImportMode::Full,
         limits: validate::Limits::default(),
     };
@@ -185,6 +186,12 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 .transpose()?;
             let validator = validate::Validator {
                 dataset,
+                domain: args
+                    .domain
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(Error::Usage)?,
                 mode: if args.import_mode == "incremental" {
                     validate::ImportMode::Incremental
                 } else {

@@ -374,8 +374,94 @@ impl Report {
 /// Checks CSV files (and their schema) against Personalize's rules.
 pub struct Validator {
     pub dataset: Option<Dataset>,
+    /// A domain dataset group's extra rules.
+    pub domain: Option<Domain>,
     pub mode: ImportMode,
     pub limits: Limits,
+}
+
+/// The domain dataset groups (PERSONALIZE.md section 2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    Ecommerce,
+    VideoOnDemand,
+}
+
+impl std::str::FromStr for Domain {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match normalize_name(s).as_str() {
+            "ecommerce" => Ok(Domain::Ecommerce),
+            "videoondemand" | "vod" => Ok(Domain::VideoOnDemand),
+            _ => Err(format!(
+                "unknown domain {s:?}; expected ecommerce or video-on-demand"
+            )),
+        }
+    }
+}
+
+impl Domain {
+    fn name(self) -> &'static str {
+        match self {
+            Domain::Ecommerce => "ECOMMERCE",
+            Domain::VideoOnDemand => "VIDEO_ON_DEMAND",
+        }
+    }
+
+    /// Fields the domain requires beyond the custom rules, with what kind.
+    fn required(self, dataset: Dataset) -> &'static [(&'static str, &'static str)] {
+        match (self, dataset) {
+            (_, Dataset::Interactions) => &[("EVENT_TYPE", "string")],
+            (Domain::Ecommerce, Dataset::Items) => {
+                &[("PRICE", "float"), ("CATEGORY_L1", "categorical")]
+            }
+            (Domain::VideoOnDemand, Dataset::Items) => {
+                &[("GENRES", "categorical"), ("CREATION_TIMESTAMP", "long")]
+            }
+            _ => &[],
+        }
+    }
+
+    /// The event types whose counts the domain's use cases need.
+    fn event_types(self) -> [&'static str; 2] {
+        match self {
+            Domain::Ecommerce => ["view", "purchase"],
+            Domain::VideoOnDemand => ["watch", "click"],
+        }
+    }
+}
+
+/// A domain's rules on the field list.
+fn check_domain(domain: Domain, dataset: Dataset, fields: &[Field], out: &mut Findings) {
+    use Severity::Error as E;
+    if matches!(dataset, Dataset::Actions | Dataset::ActionInteractions) {
+        out.add(
+            "domain-dataset",
+            E,
+            format!(
+                "{dataset} datasets do not exist in a {} domain dataset group; use a custom one",
+                domain.name()
+            ),
+        );
+        return;
+    }
+    for (name, kind) in domain.required(dataset) {
+        let field = fields.iter().find(|f| f.name == *name);
+        let ok = match (field, *kind) {
+            (None, _) => false,
+            (Some(f), "categorical") => f.ty == AvroType::String && f.categorical,
+            (Some(f), "float") => matches!(f.ty, AvroType::Float | AvroType::Double),
+            (Some(f), "long") => f.ty == AvroType::Long,
+            (Some(f), _) => f.ty == AvroType::String,
+        };
+        if !ok {
+            out.add(
+                "domain-required-field",
+                E,
+                format!("{} {dataset} need a {kind} field {name}", domain.name()),
+            );
+        }
+    }
 }
 
 impl Validator {
@@ -425,6 +511,9 @@ impl Validator {
         let dataset = dataset.unwrap_or(Dataset::Interactions);
         if let Some(fields) = &fields {
             check_fields(dataset, fields, &mut out);
+            if let Some(domain) = self.domain {
+                check_domain(domain, dataset, fields, &mut out);
+            }
         }
         stats.finish(
             dataset,
@@ -432,6 +521,20 @@ impl Validator {
             fields.as_deref().unwrap_or_default(),
             &mut out,
         );
+        if let (Some(domain), Dataset::Interactions, ImportMode::Full) =
+            (self.domain, dataset, self.mode)
+        {
+            let [a, b] = domain.event_types();
+            let count = |t: &str| stats.event_counts.get(t).copied().unwrap_or(0);
+            if count(a) < 1000 && count(b) < 1000 {
+                out.add("domain-event-types", Severity::Warning, format!(
+                    "{} recommenders need at least 1,000 events of type {a} or {b} (case ignored); this data has {} and {}",
+                    domain.name(),
+                    count(a),
+                    count(b)
+                ));
+            }
+        }
         let (limit, mode) = match self.mode {
             ImportMode::Full => (self.limits.full_import_bytes, "FULL"),
             ImportMode::Incremental => (self.limits.incremental_import_bytes, "INCREMENTAL"),
@@ -646,6 +749,7 @@ impl Validator {
                         }
                     }
                     Some("EVENT_TYPE") => {
+                        *stats.event_counts.entry(text.to_lowercase()).or_default() += 1;
                         stats.event_types.insert(text.into_owned());
                     }
                     _ => {}
@@ -677,6 +781,8 @@ struct Stats {
     users: Distinct,
     items: Distinct,
     event_types: HashSet<String>,
+    /// Events per type, lowercased (domain use cases count them).
+    event_counts: HashMap<String, u64>,
     time_range: Option<(i64, i64)>,
     /// Non-empty values per column.
     filled: Vec<u64>,
@@ -804,6 +910,7 @@ mod tests {
         std::fs::write(&path, csv).unwrap();
         let v = Validator {
             dataset: None,
+            domain: None,
             mode,
             limits,
         };

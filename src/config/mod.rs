@@ -137,6 +137,8 @@ pub struct ConvertConfig {
     pub max_errors: Option<MaxErrors>,
     /// `--dedupe`.
     pub dedupe: bool,
+    /// `--domain`: its rules join the output check.
+    pub domain: Option<crate::validate::Domain>,
     /// `--report`: `None` for stdout.
     pub report: Option<Option<Target>>,
     pub threads: usize,
@@ -336,6 +338,7 @@ impl ConvertConfig {
                 .transpose()?,
             dedupe: args.dedupe,
             report,
+            domain: args.domain.as_deref().map(parse).transpose()?,
             threads,
             part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
@@ -367,6 +370,7 @@ impl ConvertConfig {
             max_errors: None,
             dedupe: false,
             report: None,
+            domain: None,
             threads: 1,
             concurrency: input.concurrency.unwrap_or(8),
             storage_options: storage_options(&input.storage_options)?,

@@ -99,6 +99,8 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    validate_domain_ecommerce => "validate-domain-ecommerce",
+    validate_domain_vod => "validate-domain-vod",
     report_json => "report-json",
     dedupe_interactions => "dedupe-interactions",
     dedupe_items => "dedupe-items",

@@ -556,3 +556,23 @@ fn explicit_categorical_makes_a_string_and_a_config_needs_no_required_fields() {
         )
     );
 }
+
+#[test]
+fn a_clean_dataset_meets_every_custom_rule() {
+    // 1,200 interactions, 40 users with 30 each: every minimum is met.
+    let wd = Workdir::new();
+    wd.copy_tree(&fixtures_dir().join("validate-domain-ecommerce"));
+    let run = wd.run(&[
+        "validate",
+        "input/interactions.csv",
+        "--schema",
+        "input/interactions.avsc",
+        "--strict",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        run.stdout_text(),
+        "input/interactions.csv: read with no escaped quotes (both dialects read it alike)\n\
+         0 errors, 0 warnings\n"
+    );
+}
