@@ -570,7 +570,11 @@ impl Validator {
         if backslash {
             reader.escape(Some(b'\\')).double_quote(false);
         }
-        let mut reader = reader.from_reader(bytes);
+        // A BOM is reported once, then read past so the header is judged.
+        let body = bytes
+            .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+            .unwrap_or(bytes);
+        let mut reader = reader.from_reader(body);
         let mut records = reader.byte_records();
         let header: Vec<String> = match records.next() {
             Some(Ok(h)) => h
@@ -952,5 +956,396 @@ mod tests {
         assert!(uses_backslash_escapes(br#"a,"say \"hi\"""#));
         assert!(!uses_backslash_escapes(br#"a,"say ""hi""""#));
         assert!(!uses_backslash_escapes(b"a,b"));
+    }
+}
+
+/// One case per rule: each input breaks exactly that rule and yields
+/// exactly that finding.
+#[cfg(test)]
+mod rules {
+    use super::*;
+
+    const SCHEMA_HEAD: &str = r#"{"type": "record", "name": "Interactions", "namespace": "com.amazonaws.personalize.schema", "fields": ["#;
+    const BASE_FIELDS: &str = r#"{"name": "USER_ID", "type": "string"}, {"name": "ITEM_ID", "type": "string"}, {"name": "TIMESTAMP", "type": "long"}, {"name": "EVENT_TYPE", "type": "string"}"#;
+    const BASE_HEADER: &str = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE";
+
+    struct Case {
+        dataset: Option<Dataset>,
+        domain: Option<Domain>,
+        mode: ImportMode,
+        limits: Limits,
+        schema: Option<String>,
+        csv: Vec<u8>,
+    }
+
+    impl Case {
+        /// Interactions with the base fields plus `extra` schema fields and
+        /// `extra_header` columns; `row` completes one data row.
+        fn interactions(extra: &str, extra_header: &str, row: &str) -> Case {
+            let fields = if extra.is_empty() {
+                BASE_FIELDS.to_string()
+            } else {
+                format!("{BASE_FIELDS}, {extra}")
+            };
+            Case {
+                dataset: None,
+                domain: None,
+                mode: ImportMode::Incremental,
+                limits: Limits::default(),
+                schema: Some(format!("{SCHEMA_HEAD}{fields}], \"version\": \"1.0\"}}")),
+                csv: format!("{BASE_HEADER}{extra_header}\nu1,i1,1700000000,view{row}\n")
+                    .into_bytes(),
+            }
+        }
+
+        fn with_schema(name: &str, fields: &str, csv: &str) -> Case {
+            Case {
+                schema: Some(format!(
+                    r#"{{"type": "record", "name": "{name}", "namespace": "com.amazonaws.personalize.schema", "fields": [{fields}], "version": "1.0"}}"#
+                )),
+                csv: csv.as_bytes().to_vec(),
+                ..Case::interactions("", "", "")
+            }
+        }
+
+        /// Full mode, `rows` rows of (user, event type).
+        fn full(rows: impl Iterator<Item = (String, String)>) -> Case {
+            let mut csv = format!("{BASE_HEADER}\n");
+            for (i, (user, event)) in rows.enumerate() {
+                csv.push_str(&format!(
+                    "{user},i{},{},{event}\n",
+                    i % 50,
+                    1_700_000_000 + i
+                ));
+            }
+            Case {
+                mode: ImportMode::Full,
+                csv: csv.into_bytes(),
+                ..Case::interactions("", "", "")
+            }
+        }
+
+        fn rules(self) -> Vec<&'static str> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("data.csv");
+            std::fs::write(&path, &self.csv).unwrap();
+            let v = Validator {
+                dataset: self.dataset,
+                domain: self.domain,
+                mode: self.mode,
+                limits: self.limits,
+            };
+            let report = v.run(&[path], self.schema.as_deref()).unwrap();
+            report.findings.iter().map(|f| f.rule).collect()
+        }
+    }
+
+    fn cat(name: &str) -> String {
+        format!(r#"{{"name": "{name}", "type": ["null", "string"], "categorical": true}}"#)
+    }
+
+    #[test]
+    fn the_base_case_is_clean() {
+        assert_eq!(Case::interactions("", "", "").rules(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn every_rule_has_a_case_that_breaks_only_it() {
+        let long = |n: usize| "x".repeat(n);
+        let mut cases: Vec<(&str, Case)> = vec![
+            (
+                "schema-json",
+                Case {
+                    schema: Some("{".into()),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            ("schema-size", {
+                let mut c = Case::interactions("", "", "");
+                c.schema = Some(format!("{}{}", c.schema.unwrap(), " ".repeat(20_000)));
+                c
+            }),
+            ("schema-record", {
+                let mut c = Case::interactions("", "", "");
+                c.schema = Some(
+                    c.schema
+                        .unwrap()
+                        .replace(r#""type": "record""#, r#""type": "enum""#),
+                );
+                c
+            }),
+            (
+                "schema-record-name",
+                Case {
+                    dataset: Some(Dataset::Interactions),
+                    ..Case::with_schema(
+                        "Interaction",
+                        BASE_FIELDS,
+                        &format!("{BASE_HEADER}\nu,i,1,v\n"),
+                    )
+                },
+            ),
+            ("schema-namespace", {
+                let mut c = Case::interactions("", "", "");
+                c.schema = Some(
+                    c.schema
+                        .unwrap()
+                        .replace("com.amazonaws.personalize.schema", "x"),
+                );
+                c
+            }),
+            (
+                "schema-type",
+                Case::interactions(r#"{"name": "X", "type": "bytes"}"#, "", ""),
+            ),
+            (
+                "schema-categorical",
+                Case::interactions(
+                    r#"{"name": "X", "type": ["null", "long"], "categorical": true}"#,
+                    ",X",
+                    ",1",
+                ),
+            ),
+            (
+                "schema-textual",
+                Case::interactions(
+                    r#"{"name": "X", "type": ["null", "string"], "textual": true}"#,
+                    ",X",
+                    ",a",
+                ),
+            ),
+            (
+                "schema-reserved-type",
+                Case::interactions(
+                    r#"{"name": "EVENT_VALUE", "type": "string"}"#,
+                    ",EVENT_VALUE",
+                    ",1",
+                ),
+            ),
+            (
+                "schema-unused-string",
+                Case::interactions(r#"{"name": "X", "type": ["null", "string"]}"#, ",X", ",a"),
+            ),
+            (
+                "required-field",
+                Case::with_schema(
+                    "Interactions",
+                    r#"{"name": "USER_ID", "type": "string"}, {"name": "ITEM_ID", "type": "string"}"#,
+                    "USER_ID,ITEM_ID\nu,i\n",
+                ),
+            ),
+            (
+                "field-names-unique",
+                Case::interactions(&format!("{}, {}", cat("X_1"), cat("X1")), ",X_1,X1", ",a,b"),
+            ),
+            (
+                "metadata-count",
+                Case::interactions(
+                    &(1..=6)
+                        .map(|i| cat(&format!("M{i}")))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    ",M1,M2,M3,M4,M5,M6",
+                    ",a,b,c,d,e,f",
+                ),
+            ),
+            (
+                "metadata-required",
+                Case::with_schema(
+                    "Users",
+                    r#"{"name": "USER_ID", "type": "string"}"#,
+                    "USER_ID\nu\n",
+                ),
+            ),
+            (
+                "textual-count",
+                Case::with_schema(
+                    "Items",
+                    r#"{"name": "ITEM_ID", "type": "string"}, {"name": "A", "type": ["null", "string"], "textual": true}, {"name": "B", "type": ["null", "string"], "textual": true}"#,
+                    "ITEM_ID,A,B\ni,a,b\n",
+                ),
+            ),
+            (
+                "csv-header",
+                Case {
+                    csv: Vec::new(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            ("csv-bom", {
+                let mut c = Case::interactions("", "", "");
+                c.csv.splice(0..0, *b"\xEF\xBB\xBF");
+                c
+            }),
+            (
+                "header-matches-schema",
+                Case {
+                    csv: b"ITEM_ID,USER_ID,TIMESTAMP,EVENT_TYPE\ni,u,1,v\n".to_vec(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "csv-field-count",
+                Case {
+                    csv: format!("{BASE_HEADER}\nu,i,1\n").into_bytes(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "required-value",
+                Case {
+                    csv: format!("{BASE_HEADER}\n,i,1,v\n").into_bytes(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "value-type",
+                Case {
+                    csv: format!("{BASE_HEADER}\nu,i,soon,v\n").into_bytes(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "id-length",
+                Case {
+                    csv: format!("{BASE_HEADER}\n{},i,1,v\n", long(257)).into_bytes(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "categorical-length",
+                Case::interactions(&cat("X"), ",X", &format!(",{}", long(1001))),
+            ),
+            (
+                "textual-length",
+                Case::with_schema(
+                    "Items",
+                    r#"{"name": "ITEM_ID", "type": "string"}, {"name": "D", "type": ["null", "string"], "textual": true}"#,
+                    &format!("ITEM_ID,D\ni,{}\n", long(20_001)),
+                ),
+            ),
+            (
+                "timestamp-milliseconds",
+                Case {
+                    csv: format!("{BASE_HEADER}\nu,i,1700000000000,v\n").into_bytes(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "event-types-max",
+                Case {
+                    csv: format!(
+                        "{BASE_HEADER}\n{}",
+                        (0..11).map(|i| format!("u,i,1,t{i}\n")).collect::<String>()
+                    )
+                    .into_bytes(),
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "event-types-and-metadata-max",
+                Case {
+                    csv: format!(
+                        "{BASE_HEADER},M1,M2,M3,M4,M5\n{}",
+                        (0..6)
+                            .map(|i| format!("u,i,1,t{i},a,b,c,d,e\n"))
+                            .collect::<String>()
+                    )
+                    .into_bytes(),
+                    ..Case::interactions(
+                        &(1..=5)
+                            .map(|i| cat(&format!("M{i}")))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        "",
+                        "",
+                    )
+                },
+            ),
+            // 30 users with 2 events each: only the count is short.
+            (
+                "min-interactions",
+                Case::full((0..60).map(|i| (format!("u{}", i % 30), "view".into()))),
+            ),
+            // 10 of 990 users have 2 events: over 1 %, but under 25 users.
+            (
+                "min-users-with-2",
+                Case::full((0..1000).map(|i| {
+                    (
+                        if i < 20 {
+                            format!("u{}", i % 10)
+                        } else {
+                            format!("s{i}")
+                        },
+                        "view".into(),
+                    )
+                })),
+            ),
+            // 25 of 2,625 users have 2 events: 25 users, but under 1 %.
+            (
+                "min-share-users-with-2",
+                Case::full((0..2650).map(|i| {
+                    (
+                        if i < 50 {
+                            format!("u{}", i % 25)
+                        } else {
+                            format!("s{i}")
+                        },
+                        "view".into(),
+                    )
+                })),
+            ),
+            (
+                "import-size",
+                Case {
+                    limits: Limits {
+                        full_import_bytes: 100_000_000_000,
+                        incremental_import_bytes: 10,
+                    },
+                    ..Case::interactions("", "", "")
+                },
+            ),
+            (
+                "domain-dataset",
+                Case {
+                    domain: Some(Domain::Ecommerce),
+                    ..Case::with_schema(
+                        "Actions",
+                        &format!(r#"{{"name": "ACTION_ID", "type": "string"}}, {}"#, cat("K")),
+                        "ACTION_ID,K\na,b\n",
+                    )
+                },
+            ),
+            (
+                "domain-required-field",
+                Case {
+                    domain: Some(Domain::Ecommerce),
+                    ..Case::with_schema(
+                        "Items",
+                        r#"{"name": "ITEM_ID", "type": "string"}, {"name": "PRICE", "type": ["null", "float"]}"#,
+                        "ITEM_ID,PRICE\ni,1.5\n",
+                    )
+                },
+            ),
+            // Every minimum met, but no View or Purchase events.
+            (
+                "domain-event-types",
+                Case {
+                    domain: Some(Domain::Ecommerce),
+                    ..Case::full((0..1200).map(|i| (format!("u{}", i % 40), "click".into())))
+                },
+            ),
+        ];
+        // A plain string over 1,000 characters also draws the warning that
+        // a plain string is not used in training.
+        let plain = Case::interactions(
+            r#"{"name": "X", "type": ["null", "string"]}"#,
+            ",X",
+            &format!(",{}", long(1001)),
+        );
+        assert_eq!(plain.rules(), ["string-length", "schema-unused-string"]);
+        for (rule, case) in cases.drain(..) {
+            assert_eq!(case.rules(), [rule], "the case for {rule}");
+        }
     }
 }
