@@ -38,21 +38,25 @@ use config::{ConvertConfig, InspectConfig, SchemaConfig};
 
 /// Checks a local CSV output against Personalize's rules after `convert`
 /// (SPEC section 7), printing the findings on stderr (`-q` keeps only
-/// errors). Outputs on stdout or object storage are left to `validate`.
+/// errors). Outputs on stdout or object storage are checked through the
+/// local copy the run kept of them.
 fn check_output(
     cfg: &ConvertConfig,
     summary: &pipeline::Summary,
 ) -> Result<Option<validate::Report>> {
-    let Some(config::CsvDest::File(config::Target::Local(path))) = &cfg.csv else {
-        return Ok(None);
+    let path = match (&cfg.csv, &summary.copy) {
+        (Some(config::CsvDest::File(config::Target::Local(path))), _) => path.clone(),
+        (_, Some(copy)) => copy.to_path_buf(),
+        _ => return Ok(None),
     };
+    let name = summary.outputs.first().cloned().unwrap_or_default();
     let validator = validate::Validator {
         dataset: Some(cfg.mapping.dataset),
         domain: cfg.domain,
         mode: validate::ImportMode::Full,
         limits: validate::Limits::default(),
     };
-    let report = validator.run(std::slice::from_ref(path), Some(&summary.schema))?;
+    let report = validator.run_named(&[(path, name)], Some(&summary.schema))?;
     for f in &report.findings {
         if !cfg.quiet || f.severity == validate::Severity::Error {
             eprintln!("personalize-prep: {f}");

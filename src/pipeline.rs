@@ -248,6 +248,9 @@ pub struct Summary {
     pub rejected: BTreeMap<String, u64>,
     /// Rows dropped by `--dedupe`.
     pub duplicates: u64,
+    /// A local copy of a CSV written to stdout or object storage, for the
+    /// output check; removed when dropped.
+    pub copy: Option<tempfile::TempPath>,
     pub duration: Duration,
     pub outputs: Vec<String>,
     pub warnings: Vec<String>,
@@ -748,8 +751,9 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
             .transpose()?,
         max: cfg.max_errors,
     };
+    let keep_copy = !matches!(dest, CsvDest::File(Target::Local(_)));
     let mut out = Outputs {
-        csv,
+        csv: CsvWriter::new(csv, keep_copy)?,
         rejects,
         dedupe: None,
         dedupe_dialect: cfg.dedupe.then_some(cfg.dialect),
@@ -788,7 +792,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     }
     stats.rows -= stats.duplicates;
     // The CSV first: a schema never describes a CSV that did not land.
-    out.csv.commit()?;
+    let copy = out.csv.commit()?;
     if let Some(rejects) = out.rejects.out {
         rejects.commit()?;
     }
@@ -810,6 +814,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         rows: stats.rows,
         rejected: stats.rejected,
         duplicates: stats.duplicates,
+        copy,
         duration: started.elapsed(),
         outputs: output_names(cfg),
         warnings,
@@ -817,7 +822,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     })
 }
 
-fn write_header(csv: &mut CsvOut, schema: &Schema) -> Result<()> {
+fn write_header(csv: &mut CsvWriter, schema: &Schema) -> Result<()> {
     csv.write_all(format!("{}\n", schema.header()).as_bytes())
 }
 
@@ -1011,9 +1016,60 @@ fn dedupe_for(mapping: &Mapping, dialect: Dialect) -> Result<Dedupe> {
     }
 }
 
+/// The CSV output, and for outputs that cannot be read back (stdout, object
+/// storage) a local copy for the check that follows the run.
+struct CsvWriter {
+    out: CsvOut,
+    copy: Option<(io::BufWriter<std::fs::File>, tempfile::TempPath)>,
+}
+
+impl CsvWriter {
+    fn new(out: CsvOut, keep_copy: bool) -> Result<Self> {
+        let copy = if keep_copy {
+            let tmp = tempfile::NamedTempFile::new().map_err(|source| Error::Setup {
+                what: "cannot create the temporary copy of the CSV for the output check",
+                source,
+            })?;
+            let (file, path) = tmp.into_parts();
+            Some((io::BufWriter::with_capacity(1 << 20, file), path))
+        } else {
+            None
+        };
+        Ok(CsvWriter { out, copy })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes)?;
+        if let Some((copy, path)) = &mut self.copy {
+            copy.write_all(bytes).map_err(|source| Error::Write {
+                path: path.to_path_buf(),
+                what: "cannot write",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Commits the output; returns the local copy, if one was kept.
+    fn commit(self) -> Result<Option<tempfile::TempPath>> {
+        self.out.commit()?;
+        match self.copy {
+            None => Ok(None),
+            Some((copy, path)) => {
+                copy.into_inner().map_err(|e| Error::Write {
+                    path: path.to_path_buf(),
+                    what: "cannot write",
+                    source: e.into_error(),
+                })?;
+                Ok(Some(path))
+            }
+        }
+    }
+}
+
 /// What the writer writes to.
 struct Outputs {
-    csv: CsvOut,
+    csv: CsvWriter,
     rejects: RejectSink,
     /// Set up with the header, once the columns are known.
     dedupe: Option<Dedupe>,

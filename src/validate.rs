@@ -467,6 +467,16 @@ fn check_domain(domain: Domain, dataset: Dataset, fields: &[Field], out: &mut Fi
 impl Validator {
     /// The findings, errors first, and the dialect of each file.
     pub fn run(&self, files: &[PathBuf], schema: Option<&str>) -> Result<Report> {
+        let named: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|p| (p.clone(), p.display().to_string()))
+            .collect();
+        self.run_named(&named, schema)
+    }
+
+    /// As `run`, with each file named in findings as the caller says (the
+    /// output a local copy stands for).
+    pub fn run_named(&self, files: &[(PathBuf, String)], schema: Option<&str>) -> Result<Report> {
         let mut out = Findings::default();
         let read = |p: &PathBuf| {
             std::fs::read(p).map_err(|source| Error::Read {
@@ -486,10 +496,10 @@ impl Validator {
         let mut stats = Stats::default();
         let mut total_bytes = 0u64;
         let mut dialects = Vec::new();
-        for path in files {
+        for (path, name) in files {
             let bytes = read(path)?;
             total_bytes += bytes.len() as u64;
-            let name = path.display().to_string();
+            let name = name.clone();
             let dialect = match (
                 uses_backslash_escapes(&bytes),
                 memchr::memmem::find(&bytes, b"\"\""),

@@ -576,3 +576,25 @@ fn a_clean_dataset_meets_every_custom_rule() {
          0 errors, 0 warnings\n"
     );
 }
+
+#[test]
+fn an_output_on_stdout_is_checked_too() {
+    let wd = Workdir::new();
+    let long = "x".repeat(1001);
+    wd.write(
+        "e.json",
+        format!(r#"{{"user_id":"a","item_id":"1","timestamp":1,"tag":"{long}"}}"#),
+    );
+    let run = wd.run(&["convert", "e.json", "--map", "TAG=tag", "-o", "-", "-q"]);
+    run.assert_code(3);
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: error[categorical-length]: TAG: a value over 1,000 characters \
+         (separators included); the import job fails\n  at <stdout>:2:4\n"
+    );
+    assert_eq!(
+        run.stdout_text().lines().count(),
+        2,
+        "the rows are written anyway"
+    );
+}
