@@ -161,13 +161,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Inspect(args) => {
             let cfg = InspectConfig::from_args(args)?;
             let text = inspect::run(&cfg)?;
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(|source| Error::Write {
-                    path: "<stdout>".into(),
-                    what: "cannot write",
-                    source,
-                })?;
+            print_stdout(&text)?;
             Ok(0)
         }
         Command::Validate(args) => {
@@ -205,13 +199,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             };
             let files: Vec<std::path::PathBuf> = args.files.iter().map(Into::into).collect();
             let report = validator.run(&files, schema.as_deref())?;
-            std::io::stdout()
-                .write_all(report.text().as_bytes())
-                .map_err(|source| Error::Write {
-                    path: "<stdout>".into(),
-                    what: "cannot write",
-                    source,
-                })?;
+            print_stdout(&report.text())?;
             let failing = report.errors() > 0 || (args.strict && !report.findings.is_empty());
             Ok(if failing { 3 } else { 0 })
         }
@@ -223,13 +211,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 Some(target) => {
                     pipeline::Io::new(&cfg.storage_options)?.write_small(target, json.as_bytes())?
                 }
-                None => std::io::stdout()
-                    .write_all(json.as_bytes())
-                    .map_err(|source| Error::Write {
-                        path: "<stdout>".into(),
-                        what: "cannot write",
-                        source,
-                    })?,
+                None => print_stdout(&json)?,
             }
             Ok(0)
         }
