@@ -13,7 +13,7 @@
 //! incremental import), timestamps that look like milliseconds, and the
 //! import size limits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -535,7 +535,14 @@ impl Validator {
             (self.domain, dataset, self.mode)
         {
             let [a, b] = domain.event_types();
-            let count = |t: &str| stats.event_counts.get(t).copied().unwrap_or(0);
+            let count = |t: &str| -> u64 {
+                stats
+                    .event_counts
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(t))
+                    .map(|(_, n)| n)
+                    .sum()
+            };
             if count(a) < 1000 && count(b) < 1000 {
                 out.add("domain-event-types", Severity::Warning, format!(
                     "{} recommenders need at least 1,000 events of type {a} or {b} (case ignored); this data has {} and {}",
@@ -585,9 +592,9 @@ impl Validator {
             .strip_prefix(b"\xEF\xBB\xBF".as_slice())
             .unwrap_or(bytes);
         let mut reader = reader.from_reader(body);
-        let mut records = reader.byte_records();
-        let header: Vec<String> = match records.next() {
-            Some(Ok(h)) => h
+        let mut record = ::csv::ByteRecord::new();
+        let header: Vec<String> = match reader.read_byte_record(&mut record) {
+            Ok(true) => record
                 .iter()
                 .map(|f| String::from_utf8_lossy(f).into_owned())
                 .collect(),
@@ -636,10 +643,16 @@ impl Validator {
             return;
         }
         let dataset = dataset.unwrap_or(Dataset::Interactions);
+        // Resolved once: which reserved field (if any) each column is.
+        let reserved: Vec<Option<&'static str>> = fields
+            .iter()
+            .map(|f| dataset.reserved_named(&f.name).map(|r| r.name))
+            .collect();
+        stats.filled.resize(fields.len(), 0);
         let mut line = 1u64;
-        for record in records {
+        loop {
             line += 1;
-            let Ok(record) = record else {
+            let Ok(more) = reader.read_byte_record(&mut record) else {
                 out.at(
                     "csv-syntax",
                     E,
@@ -652,6 +665,9 @@ impl Validator {
                 );
                 break;
             };
+            if !more {
+                break;
+            }
             line = record.position().map_or(line, |p| p.line());
             if record.len() != fields.len() {
                 out.at(
@@ -667,7 +683,6 @@ impl Validator {
                 continue;
             }
             stats.rows += 1;
-            stats.filled.resize(fields.len(), 0);
             for (col, (field, raw)) in fields.iter().zip(record.iter()).enumerate() {
                 let at = || Location {
                     file: name.into(),
@@ -689,8 +704,14 @@ impl Validator {
                     }
                     continue;
                 }
-                let chars = text.chars().count();
-                let reserved = dataset.reserved_named(&field.name);
+                // Every limit below is 256 characters or more, and bytes bound
+                // characters from above: count them only past 256 bytes.
+                let chars = if text.len() <= 256 {
+                    text.len()
+                } else {
+                    text.chars().count()
+                };
+                let reserved = reserved[col];
                 let parses = match field.ty {
                     AvroType::Int => text.parse::<i32>().is_ok(),
                     AvroType::Long => text.parse::<i64>().is_ok(),
@@ -710,7 +731,7 @@ impl Validator {
                     );
                     continue;
                 }
-                match reserved.map(|r| r.name) {
+                match reserved {
                     Some("USER_ID" | "ITEM_ID" | "ACTION_ID") if chars > 256 => {
                         out.at(
                             "id-length",
@@ -753,7 +774,7 @@ impl Validator {
                     };
                     out.at(rule, E, format!("{}: a value over 1,000 characters (separators included); the import job fails", field.name), at());
                 }
-                match reserved.map(|r| r.name) {
+                match reserved {
                     Some("USER_ID") => stats.user(&text),
                     Some("ITEM_ID" | "ACTION_ID") => stats.items.add(&text),
                     Some("TIMESTAMP") => {
@@ -762,10 +783,12 @@ impl Validator {
                             stats.time_range = Some((lo.min(t), hi.max(t)));
                         }
                     }
-                    Some("EVENT_TYPE") => {
-                        *stats.event_counts.entry(text.to_lowercase()).or_default() += 1;
-                        stats.event_types.insert(text.into_owned());
-                    }
+                    Some("EVENT_TYPE") => match stats.event_counts.get_mut(text.as_ref()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            stats.event_counts.insert(text.into_owned(), 1);
+                        }
+                    },
                     _ => {}
                 }
             }
@@ -794,8 +817,7 @@ struct Stats {
     users_capped: bool,
     users: Distinct,
     items: Distinct,
-    event_types: HashSet<String>,
-    /// Events per type, lowercased (domain use cases count them).
+    /// Events per type (domain use cases count them).
     event_counts: HashMap<String, u64>,
     time_range: Option<(i64, i64)>,
     /// Non-empty values per column.
@@ -851,7 +873,7 @@ impl Stats {
             "rows_checked": self.rows,
             "distinct_users": exact(self.users.estimate()),
             "distinct_items": exact(self.items.estimate()),
-            "distinct_event_types": self.event_types.len(),
+            "distinct_event_types": self.event_counts.len(),
             "time_range": self.time_range.map(|(lo, hi)| serde_json::json!({"min": lo, "max": hi})),
             "events_per_user": {
                 "1": buckets[0], "2-4": buckets[1], "5-9": buckets[2], "10+": buckets[3],
@@ -870,22 +892,22 @@ impl Stats {
             .iter()
             .filter(|f| dataset.reserved_named(&f.name).is_none())
             .count();
-        if self.event_types.len() > 10 {
+        if self.event_counts.len() > 10 {
             out.add(
                 "event-types-max",
                 Severity::Error,
                 format!(
                     "{} distinct event types; training accepts at most 10: filter or merge them",
-                    self.event_types.len()
+                    self.event_counts.len()
                 ),
             );
-        } else if self.event_types.len() + metadata > 10 {
+        } else if self.event_counts.len() + metadata > 10 {
             out.add(
                 "event-types-and-metadata-max",
                 Severity::Error,
                 format!(
                     "{} event types plus {metadata} metadata fields; at most 10 together",
-                    self.event_types.len()
+                    self.event_counts.len()
                 ),
             );
         }
