@@ -3,15 +3,19 @@
 //!
 //! The pipeline, stage by stage:
 //!
-//! - `source`: list objects (files, folders) in key order and open them;
+//! - `source`: list objects (files, folders, object-store prefixes) in key
+//!   order and open them;
 //! - `decode`: detect compression and format, cut each stream into chunks
-//!   at record boundaries, and scan JSON records for the mapped paths only;
+//!   at record boundaries (JSON, CSV) or read it by row group (Parquet), and
+//!   scan JSON records for the mapped paths only;
 //! - `mapping`: resolve which source path fills which Personalize field and
 //!   apply the value rules (ids, epoch seconds, numbers, lists);
 //! - `sink`: encode rows in the Personalize CSV dialect and write outputs
 //!   atomically;
 //! - `schema`: the dataset rules and the Avro schema JSON;
-//! - `pipeline`: the only module that decides threads and order.
+//! - `pipeline`: the only module that decides threads and order;
+//! - `validate`: Personalize's import rules over a written CSV and schema;
+//! - `inspect`: what the sources hold, for the `inspect` command.
 //!
 //! `cli` is what the user typed, `config` turns it into resolved settings,
 //! and `run` ties a parsed command line to the library.
