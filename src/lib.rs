@@ -56,6 +56,7 @@ fn check_output(
     let name = summary.outputs.first().cloned().unwrap_or_default();
     let validator = validate::Validator {
         dataset: Some(cfg.mapping.dataset),
+        dialect: Some(cfg.dialect),
         domain: cfg.domain,
         mode: validate::ImportMode::Full,
         limits: validate::Limits::default(),
@@ -141,9 +142,16 @@ pub fn run(cli: &Cli) -> Result<i32> {
             if !cfg.quiet {
                 eprint!("{}", progress::summary_text(&summary));
             }
-            let checked = check_output(&cfg, &summary)?;
+            // The outputs are committed: what fails from here on is said,
+            // and the exit code is 3 (outputs written), never 1.
+            let mut after_commit_failed = false;
+            let checked = check_output(&cfg, &summary).unwrap_or_else(|e| {
+                eprintln!("personalize-prep: warning: the output check failed: {e}");
+                after_commit_failed = true;
+                None
+            });
             let findings = checked.as_ref().map_or(&[][..], |r| &r.findings[..]);
-            let errors = findings
+            let mut errors = findings
                 .iter()
                 .filter(|f| f.severity == validate::Severity::Error)
                 .count();
@@ -153,11 +161,18 @@ pub fn run(cli: &Cli) -> Result<i32> {
                     "{}\n",
                     serde_json::to_string_pretty(&json).unwrap_or_default()
                 );
-                match report {
-                    None => print_stdout(&text)?,
-                    Some(target) => pipeline::Io::new(&cfg.storage_options)?
-                        .write_small(target, text.as_bytes())?,
+                let written = match report {
+                    None => print_stdout(&text),
+                    Some(target) => pipeline::Io::new(&cfg.storage_options)
+                        .and_then(|io| io.write_small(target, text.as_bytes())),
+                };
+                if let Err(e) = written {
+                    eprintln!("personalize-prep: warning: the report was not written: {e}");
+                    after_commit_failed = true;
                 }
+            }
+            if after_commit_failed {
+                errors += 1;
             }
             let failing = errors > 0 || (args.strict && !findings.is_empty());
             Ok(if failing { 3 } else { 0 })
@@ -188,6 +203,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 .transpose()?;
             let validator = validate::Validator {
                 dataset,
+                dialect: None,
                 domain: args
                     .domain
                     .as_deref()

@@ -428,16 +428,26 @@ impl<'a> ObjectReader<'a> {
 /// The first record of a chunk, for matching reserved fields by name: a CSV
 /// header's names, or the first JSON object's keys. `Err` when the chunk
 /// starts with malformed JSON.
-fn first_record(decoder: &Decoder, chunk: &Chunk) -> std::result::Result<Option<FirstRecord>, ()> {
+fn first_record(
+    decoder: &Decoder,
+    chunk: &Chunk,
+    skip: bool,
+) -> std::result::Result<Option<FirstRecord>, ()> {
     if let Decoder::Csv(header) = decoder {
         return Ok((!header.names.is_empty()).then(|| FirstRecord::from_names(&header.names)));
     }
     let selector = Selector::default();
     let mut scanner = Scanner::new(&chunk.bytes, chunk.top);
-    match scanner.next_record(&selector, &mut []) {
-        Ok(Some((start, end))) => Ok(FirstRecord::from_json(&chunk.bytes[start..end])),
-        Ok(None) => Ok(None),
-        Err(_) => Err(()),
+    loop {
+        match scanner.next_record(&selector, &mut []) {
+            Ok(Some((start, end))) => return Ok(FirstRecord::from_json(&chunk.bytes[start..end])),
+            Ok(None) => return Ok(None),
+            // Skipping: the first good record decides the mapping.
+            Err(e) if skip => {
+                scanner.resync(e.record_start, e.pos);
+            }
+            Err(_) => return Err(()),
+        }
     }
 }
 
@@ -484,7 +494,7 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
         } else if first.is_none() {
             let mut reader = ObjectReader::new(object, opened, cfg);
             while let Some((decoder, chunk)) = reader.next_chunk()? {
-                if let Ok(Some(rec)) = first_record(&decoder, &chunk) {
+                if let Ok(Some(rec)) = first_record(&decoder, &chunk, cfg.skip) {
                     first = Some((object.name.clone(), chunk.base, rec));
                     break;
                 }
@@ -937,7 +947,7 @@ fn read_all(
                 Err(error) => return fail(seq, index, error),
             };
             if mapping.get().is_none() {
-                match first_record(&decoder, &chunk) {
+                match first_record(&decoder, &chunk, cfg.skip) {
                     Ok(Some(first)) => {
                         match resolve(cfg, Some((&object.name, chunk.base, &first))) {
                             Ok(m) => {

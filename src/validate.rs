@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::inspect::Distinct;
 use crate::mapping::value::number_shape;
 use crate::schema::{AvroType, Dataset, normalize_name};
+use crate::sink::csv::Dialect;
+use std::io::Read;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -374,6 +376,8 @@ impl Report {
 /// Checks CSV files (and their schema) against Personalize's rules.
 pub struct Validator {
     pub dataset: Option<Dataset>,
+    /// The CSV dialect when known (after `convert`); guessed otherwise.
+    pub dialect: Option<Dialect>,
     /// A domain dataset group's extra rules.
     pub domain: Option<Domain>,
     pub mode: ImportMode,
@@ -478,12 +482,10 @@ impl Validator {
     /// output a local copy stands for).
     pub fn run_named(&self, files: &[(PathBuf, String)], schema: Option<&str>) -> Result<Report> {
         let mut out = Findings::default();
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|source| Error::Read {
-                key: p.display().to_string(),
-                what: "cannot read".into(),
-                source,
-            })
+        let read_err = |p: &PathBuf, source| Error::Read {
+            key: p.display().to_string(),
+            what: "cannot read".into(),
+            source,
         };
         let mut fields = None;
         let mut dataset = self.dataset;
@@ -497,21 +499,35 @@ impl Validator {
         let mut total_bytes = 0u64;
         let mut dialects = Vec::new();
         for (path, name) in files {
-            let bytes = read(path)?;
-            total_bytes += bytes.len() as u64;
-            let name = name.clone();
-            let dialect = match (
-                uses_backslash_escapes(&bytes),
-                memchr::memmem::find(&bytes, b"\"\""),
-            ) {
-                (true, _) => "backslash escapes (the Personalize dialect)",
-                (false, Some(_)) => "doubled quotes (RFC 4180)",
-                (false, None) => "no escaped quotes (both dialects read it alike)",
+            // Streamed: only the first MiBs are held, to tell the dialect.
+            let mut file = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+            total_bytes += file.metadata().map_err(|e| read_err(path, e))?.len();
+            let mut head = Vec::new();
+            (&mut file)
+                .take(4 << 20)
+                .read_to_end(&mut head)
+                .map_err(|e| read_err(path, e))?;
+            let (backslash, dialect) = match self.dialect {
+                Some(Dialect::Personalize) => (true, "backslash escapes (the Personalize dialect)"),
+                Some(Dialect::Rfc4180) => (false, "doubled quotes (RFC 4180)"),
+                None => match (
+                    uses_backslash_escapes(&head),
+                    memchr::memmem::find(&head, b"\"\""),
+                ) {
+                    (true, _) => (true, "backslash escapes (the Personalize dialect)"),
+                    (false, Some(_)) => (false, "doubled quotes (RFC 4180)"),
+                    (false, None) => (false, "no escaped quotes (both dialects read it alike)"),
+                },
             };
+            let name = name.clone();
             dialects.push((name.clone(), dialect));
+            let bom = head.starts_with(b"\xEF\xBB\xBF");
+            let body = std::io::Cursor::new(head).chain(file);
             self.check_csv(
                 &name,
-                &bytes,
+                bom,
+                backslash,
+                body,
                 &mut dataset,
                 &mut fields,
                 &mut stats,
@@ -571,26 +587,24 @@ impl Validator {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check_csv(
         &self,
         name: &str,
-        bytes: &[u8],
+        bom: bool,
+        backslash: bool,
+        body: impl Read,
         dataset: &mut Option<Dataset>,
         fields: &mut Option<Vec<Field>>,
         stats: &mut Stats,
         out: &mut Findings,
     ) {
         use Severity::Error as E;
-        let backslash = uses_backslash_escapes(bytes);
         let mut reader = ::csv::ReaderBuilder::new();
         reader.has_headers(false).flexible(true);
         if backslash {
             reader.escape(Some(b'\\')).double_quote(false);
         }
-        // A BOM is reported once, then read past so the header is judged.
-        let body = bytes
-            .strip_prefix(b"\xEF\xBB\xBF".as_slice())
-            .unwrap_or(bytes);
         let mut reader = reader.from_reader(body);
         let mut record = ::csv::ByteRecord::new();
         let header: Vec<String> = match reader.read_byte_record(&mut record) {
@@ -603,7 +617,7 @@ impl Validator {
                 return;
             }
         };
-        if bytes.starts_with(b"\xEF\xBB\xBF") {
+        if bom {
             out.add("csv-bom", E, format!("{name}: starts with a UTF-8 BOM, which makes Personalize miss the first column; save without BOM"));
         }
         let fields = fields.get_or_insert_with(|| {
@@ -946,6 +960,7 @@ mod tests {
         std::fs::write(&path, csv).unwrap();
         let v = Validator {
             dataset: None,
+            dialect: None,
             domain: None,
             mode,
             limits,
@@ -1063,6 +1078,7 @@ mod rules {
             std::fs::write(&path, &self.csv).unwrap();
             let v = Validator {
                 dataset: self.dataset,
+                dialect: None,
                 domain: self.domain,
                 mode: self.mode,
                 limits: self.limits,

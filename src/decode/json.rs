@@ -256,15 +256,31 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// After a syntax error: skips to the next `{` at or after `from` (past
-    /// the bad record's start), where the next record may begin, and
-    /// returns that position (the end of the buffer when there is none).
-    pub fn resync(&mut self, from: usize) -> usize {
-        let from = from.min(self.buf.len());
-        self.pos = memchr::memchr(b'{', &self.buf[from..]).map_or(self.buf.len(), |i| from + i);
-        if self.top != Top::Between {
-            self.top = Top::ArrayStart;
-        }
+    /// After a syntax error in the record (or stray bytes) at `start`, found
+    /// at `at`: skips the bad record whole when its brackets balance (so an
+    /// object nested in it is never read as a record), else to the next `{`
+    /// after `at`. Returns where scanning goes on.
+    pub fn resync(&mut self, start: usize, at: usize) -> usize {
+        let in_array = self.top != Top::Between;
+        let whole = (self.buf.get(start) == Some(&b'{'))
+            .then(|| Splitter::default().first_end(&self.buf[start..]))
+            .flatten()
+            .filter(|&len| start + len > at);
+        let (next, skipped_close) = match whole {
+            Some(len) => (start + len, false),
+            None => {
+                let from = (at.max(start + 1)).min(self.buf.len());
+                let next =
+                    memchr::memchr(b'{', &self.buf[from..]).map_or(self.buf.len(), |i| from + i);
+                (next, memchr::memchr(b']', &self.buf[start..next]).is_some())
+            }
+        };
+        self.pos = next;
+        self.top = match (in_array, whole.is_some(), skipped_close) {
+            (false, _, _) | (true, false, true) => Top::Between,
+            (true, true, _) => Top::ArrayAfterElement,
+            (true, false, false) => Top::ArrayStart,
+        };
         self.key = None;
         self.pos
     }
@@ -852,6 +868,36 @@ pub(crate) struct Splitter {
 }
 
 impl Splitter {
+    /// The length of the first complete value in `bytes` (which start one),
+    /// by bracket balance only.
+    pub fn first_end(mut self, bytes: &[u8]) -> Option<usize> {
+        let mut depth = 0u32;
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Scans `bytes`, which continue the stream from the previous call, and
     /// returns the offset in `bytes` just after the last record that ends in
     /// them, with the top-level state there.

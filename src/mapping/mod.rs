@@ -943,7 +943,7 @@ impl Mapping {
                     };
                     done.records += 1;
                     // Resynchronise at the next object after the bad start.
-                    let next = scanner.resync(e.pos.max(e.record_start + 1));
+                    let next = scanner.resync(e.record_start, e.pos);
                     reject(&mut done, opts, bad, &buf[e.record_start..next])?;
                     continue;
                 }
@@ -961,6 +961,7 @@ impl Mapping {
                 kind: "truncated-json",
                 reason: "truncated JSON: the input ends inside the top-level array".into(),
             };
+            done.records += 1;
             reject(&mut done, opts, bad, b"")?;
         }
         Ok(done)

@@ -598,3 +598,64 @@ fn an_output_on_stdout_is_checked_too() {
         "the rows are written anyway"
     );
 }
+
+#[test]
+fn skipping_keeps_every_good_record_around_bad_ones() {
+    let wd = Workdir::new();
+    let good = |i: u32| {
+        format!(r#"{{"USER_ID":"u{i}","ITEM_ID":"i{i}","TIMESTAMP":{i},"EVENT_TYPE":"click"}}"#)
+    };
+    // A bad first record, and a bad one holding an object that looks like a record.
+    let body = format!(
+        "{{\"USER_ID\":\"u0\",oops}}\n{}\n{{\"USER_ID\":\"u2\",\"ITEM_ID\":bad,\"extra\":{}}}\n{}\n",
+        good(1),
+        good(9),
+        good(3)
+    );
+    wd.write("e.json", body);
+    let run = wd.run(&[
+        "convert",
+        "e.json",
+        "--on-error",
+        "skip",
+        "-o",
+        "out.csv",
+        "-q",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        wd.read("out.csv"),
+        "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,1,click\nu3,i3,3,click\n"
+    );
+}
+
+#[test]
+fn the_check_reads_an_rfc4180_output_in_its_dialect() {
+    let wd = Workdir::new();
+    wd.write(
+        "e.json",
+        r#"{"u":"u1","i":"i1","t":1,"NOTE":"say \\\"hi\\\", ok"}"#,
+    );
+    let run = wd.run(&[
+        "convert",
+        "e.json",
+        "--map",
+        "USER_ID=u",
+        "--map",
+        "ITEM_ID=i",
+        "--map",
+        "TIMESTAMP=t",
+        "--map",
+        "NOTE=NOTE",
+        "--csv-dialect",
+        "rfc4180",
+        "-o",
+        "out.csv",
+        "-q",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        wd.read("out.csv"),
+        "USER_ID,ITEM_ID,TIMESTAMP,NOTE\nu1,i1,1,\"say \\\"\"hi\\\"\", ok\"\n"
+    );
+}
