@@ -910,8 +910,9 @@ impl Mapping {
         Ok(done)
     }
 
-    /// Decodes a chunk of JSON records and converts each into a CSV row. The
-    /// first bad record ends the chunk with an error naming its origin.
+    /// Decodes a chunk of JSON records and converts each into a CSV row. A
+    /// bad record ends the chunk with an error naming its origin, or with
+    /// `skip` is set aside and the scanner resynchronises after it.
     pub(crate) fn convert_json(
         &self,
         chunk: &Chunk,
