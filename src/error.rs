@@ -25,6 +25,19 @@ pub struct Origin {
     pub row_group: Option<usize>,
 }
 
+impl Origin {
+    /// A record at byte `offset` of a JSON or CSV object's stream.
+    pub(crate) fn in_stream(key: &str, offset: u64, row: u64, decompressed: bool) -> Self {
+        Origin {
+            key: key.to_string(),
+            offset,
+            row,
+            decompressed,
+            row_group: None,
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(group) = self.row_group {

@@ -407,13 +407,12 @@ impl<'a> ObjectReader<'a> {
                         delimiter: b',',
                     })),
                     Err(reason) => {
-                        let origin = crate::error::Origin {
-                            key: self.object.name.clone(),
-                            offset: chunk.base,
-                            row: 0,
-                            decompressed: self.decompressed,
-                            row_group: None,
-                        };
+                        let origin = crate::error::Origin::in_stream(
+                            &self.object.name,
+                            chunk.base,
+                            0,
+                            self.decompressed,
+                        );
                         return Err(Error::record(origin, None, "csv-header", reason));
                     }
                 },
@@ -643,13 +642,12 @@ pub(crate) fn scan_records(
                     let mut scanner = Scanner::new(&chunk.bytes, chunk.top);
                     while left > 0 {
                         let span = scanner.next_record(&selector, &mut []).map_err(|e| {
-                            let origin = crate::error::Origin {
-                                key: object.name.clone(),
-                                offset: chunk.base + e.record_start as u64,
-                                row: 0,
+                            let origin = crate::error::Origin::in_stream(
+                                &object.name,
+                                chunk.base + e.record_start as u64,
+                                0,
                                 decompressed,
-                                row_group: None,
-                            };
+                            );
                             Error::record(origin, None, e.kind.name(), e.describe(chunk.base))
                         })?;
                         let Some((start, end)) = span else { break };

@@ -785,13 +785,8 @@ impl Mapping {
         let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len());
         let columns = header.columns(&self.paths);
-        let origin = |at: u64, row: u64| Origin {
-            key: object.to_string(),
-            offset: chunk.base + at,
-            row,
-            decompressed,
-            row_group: None,
-        };
+        let origin =
+            |at: u64, row: u64| Origin::in_stream(object, chunk.base + at, row, decompressed);
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(false)
             .delimiter(header.delimiter)
@@ -924,12 +919,8 @@ impl Mapping {
         let mut done = Converted::new(self.fields.len(), buf.len());
         let mut caps = vec![Capture::default(); self.selector.slots()];
         let mut scanner = json::Scanner::new(buf, chunk.top);
-        let origin = |at: usize, row: u64| Origin {
-            key: object.to_string(),
-            offset: chunk.base + at as u64,
-            row,
-            decompressed,
-            row_group: None,
+        let origin = |at: usize, row: u64| {
+            Origin::in_stream(object, chunk.base + at as u64, row, decompressed)
         };
         loop {
             let span = match scanner.next_record(&self.selector, &mut caps) {

@@ -282,12 +282,7 @@ pub(crate) fn float(cell: &Cell, scratch: &mut Scratch) -> Result<f64, String> {
         Cell::Int(n) => Some(*n as f64),
         Cell::Float(x) => Some(*x),
         Cell::Field(text) => text.parse::<f64>().ok(),
-        Cell::Str(_) | Cell::JsonStr(_) => {
-            let mut local = Scratch::default();
-            let parsed = string(cell, &mut local).ok().and_then(|s| s.parse().ok());
-            scratch.bytes = local.bytes;
-            parsed
-        }
+        Cell::Str(_) | Cell::JsonStr(_) => string(cell, scratch).ok().and_then(|s| s.parse().ok()),
         _ => None,
     };
     match x {
