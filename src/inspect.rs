@@ -26,36 +26,85 @@ use crate::source::Object;
 const SKETCH: usize = 1024;
 
 /// A k-minimum-values sketch: the `SKETCH` smallest 64-bit hashes seen.
-#[derive(Default)]
+/// Candidates collect unsorted and are compacted now and then, so adding
+/// a value is a compare and a push.
 pub(crate) struct Distinct {
-    smallest: BTreeSet<u64>,
+    /// The sketch, then candidates below `bound` (duplicates possible)
+    /// until the next compaction.
+    kept: Vec<u64>,
+    /// The largest hash in a full sketch; `u64::MAX` until it is full.
+    bound: u64,
+    /// More than `SKETCH` distinct hashes were seen.
     saturated: bool,
+}
+
+impl Default for Distinct {
+    fn default() -> Self {
+        Distinct {
+            kept: Vec::new(),
+            bound: u64::MAX,
+            saturated: false,
+        }
+    }
 }
 
 impl Distinct {
     pub fn add(&mut self, text: &str) {
+        self.add_hash(Distinct::hash(text));
+    }
+
+    /// The hash `add` keeps of a value.
+    pub fn hash(text: &str) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
         text.hash(&mut h);
-        let hash = h.finish();
-        if self.smallest.len() < SKETCH {
-            self.smallest.insert(hash);
-        } else if let Some(&largest) = self.smallest.last()
-            && hash < largest
-            && self.smallest.insert(hash)
-        {
-            self.smallest.pop_last();
+        h.finish()
+    }
+
+    pub fn add_hash(&mut self, hash: u64) {
+        if hash > self.bound {
+            // Not among the smallest kept: one more distinct value.
             self.saturated = true;
+        } else if hash < self.bound {
+            self.kept.push(hash);
+            if self.kept.len() >= 4 * SKETCH {
+                self.compact();
+            }
+        }
+    }
+
+    /// Folds in a sketch of other values: the same as adding them here.
+    pub fn merge(&mut self, other: Distinct) {
+        self.saturated |= other.saturated;
+        for hash in other.kept {
+            self.add_hash(hash);
+        }
+    }
+
+    fn compact(&mut self) {
+        self.kept.sort_unstable();
+        self.kept.dedup();
+        if self.kept.len() > SKETCH {
+            self.kept.truncate(SKETCH);
+            self.saturated = true;
+        }
+        if self.kept.len() == SKETCH {
+            self.bound = self.kept[SKETCH - 1];
         }
     }
 
     /// The count, and whether it is exact.
     pub fn estimate(&self) -> (u64, bool) {
-        match (self.saturated, self.smallest.last()) {
+        let mut sketch = self.kept.clone();
+        sketch.sort_unstable();
+        sketch.dedup();
+        let saturated = self.saturated || sketch.len() > SKETCH;
+        sketch.truncate(SKETCH);
+        match (saturated, sketch.last()) {
             (true, Some(&kth)) => {
                 let share = kth as f64 / u64::MAX as f64;
                 (((SKETCH - 1) as f64 / share).round() as u64, false)
             }
-            _ => (self.smallest.len() as u64, true),
+            _ => (sketch.len() as u64, true),
         }
     }
 }

@@ -40,19 +40,15 @@ pub use error::{Error, Result};
 use cli::{Cli, Command};
 use config::{ConvertConfig, InspectConfig, SchemaConfig};
 
-/// Checks a local CSV output against Personalize's rules after `convert`
+/// Checks the CSV output against Personalize's rules after `convert`
 /// (SPEC section 7), printing the findings on stderr (`-q` keeps only
-/// errors). Outputs on stdout or object storage are checked through the
-/// local copy the run kept of them.
+/// errors). The workers checked every row as they wrote it; only a
+/// deduplicated output is read back (locally, or through the local copy
+/// the run kept of an output on stdout or object storage).
 fn check_output(
     cfg: &ConvertConfig,
-    summary: &pipeline::Summary,
+    summary: &mut pipeline::Summary,
 ) -> Result<Option<validate::Report>> {
-    let path = match (&cfg.csv, &summary.copy) {
-        (Some(config::CsvDest::File(config::Target::Local(path))), _) => path.clone(),
-        (_, Some(copy)) => copy.to_path_buf(),
-        _ => return Ok(None),
-    };
     let name = summary.outputs.first().cloned().unwrap_or_default();
     let validator = validate::Validator {
         dataset: Some(cfg.mapping.dataset),
@@ -61,7 +57,22 @@ fn check_output(
         mode: validate::ImportMode::Full,
         limits: validate::Limits::default(),
     };
-    let report = validator.run_named(&[(path, name)], Some(&summary.schema))?;
+    let report = if let Some(tally) = summary.tally.take() {
+        validator.after_convert(
+            &name,
+            &summary.schema,
+            tally,
+            summary.csv_bytes,
+            cfg.dialect,
+        )
+    } else {
+        let path = match (&cfg.csv, &summary.copy) {
+            (Some(config::CsvDest::File(config::Target::Local(path))), _) => path.clone(),
+            (_, Some(copy)) => copy.to_path_buf(),
+            _ => return Ok(None),
+        };
+        validator.run_named(&[(path, name)], Some(&summary.schema))?
+    };
     for f in &report.findings {
         if !cfg.quiet || f.severity == validate::Severity::Error {
             eprintln!("personalize-prep: {f}");
@@ -135,7 +146,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 pipeline::dry_run(&cfg, &mut std::io::stdout().lock())?;
                 return Ok(0);
             }
-            let summary = pipeline::convert(&cfg)?;
+            let mut summary = pipeline::convert(&cfg)?;
             for w in &summary.warnings {
                 eprintln!("personalize-prep: warning: {w}");
             }
@@ -145,7 +156,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             // The outputs are committed: what fails from here on is said,
             // and the exit code is 3 (outputs written), never 1.
             let mut after_commit_failed = false;
-            let checked = check_output(&cfg, &summary).unwrap_or_else(|e| {
+            let checked = check_output(&cfg, &mut summary).unwrap_or_else(|e| {
                 eprintln!("personalize-prep: warning: the output check failed: {e}");
                 after_commit_failed = true;
                 None

@@ -36,6 +36,7 @@ use crate::sink::dedupe::Dedupe;
 use crate::sink::{self, AtomicFile, CsvOut, Upload};
 use crate::source::store::Stores;
 use crate::source::{self, Location, Object};
+use crate::validate::{RowRules, Tally};
 
 /// The asynchronous side of a run: a small tokio runtime for object-store
 /// requests, and the stores it has built.
@@ -248,6 +249,12 @@ pub struct Summary {
     pub rejected: BTreeMap<String, u64>,
     /// Rows dropped by `--dedupe`.
     pub duplicates: u64,
+    /// The bytes of CSV written.
+    pub csv_bytes: u64,
+    /// The output check the workers made of every row written; `None`
+    /// when the rows written are not the rows converted (`--dedupe`), so
+    /// the check reads the output back.
+    pub(crate) tally: Option<Tally>,
     /// A local copy of a CSV written to stdout or object storage, for the
     /// output check; removed when dropped.
     pub copy: Option<tempfile::TempPath>,
@@ -454,7 +461,7 @@ fn first_record(
 enum Done {
     Rows {
         object: usize,
-        converted: Converted,
+        converted: Box<Converted>,
         /// The chunk was the object's last.
         last: bool,
     },
@@ -759,7 +766,8 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
             .transpose()?,
         max: cfg.max_errors,
     };
-    let keep_copy = !matches!(dest, CsvDest::File(Target::Local(_)));
+    // Only a deduplicated output is checked by reading it back.
+    let keep_copy = cfg.dedupe && !matches!(dest, CsvDest::File(Target::Local(_)));
     let mut out = Outputs {
         csv: CsvWriter::new(csv, keep_copy)?,
         rejects,
@@ -799,6 +807,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         stats.duplicates += dedupe.finish(|line| csv.write_all(line))?;
     }
     stats.rows -= stats.duplicates;
+    let csv_bytes = out.csv.bytes;
     // The CSV first: a schema never describes a CSV that did not land.
     let copy = out.csv.commit()?;
     if let Some(rejects) = out.rejects.out {
@@ -822,6 +831,8 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         rows: stats.rows,
         rejected: stats.rejected,
         duplicates: stats.duplicates,
+        csv_bytes,
+        tally: (!cfg.dedupe).then_some(stats.tally),
         copy,
         duration: started.elapsed(),
         outputs: output_names(cfg),
@@ -853,18 +864,29 @@ fn read_all(
         let _ = permits.send(());
         let _ = done.send((seq, Done::Failed { object, error }));
     };
+    // The output check runs in the workers, over the rows they write,
+    // unless `--dedupe` drops some of them after.
+    let rules: OnceLock<Option<Arc<RowRules>>> = OnceLock::new();
     let dispatch = |seq: u64, index: usize, work: Work, decompressed: bool| {
         if permits.send(()).is_err() {
             return false;
         }
         let mapping = Arc::clone(mapping.get().expect("resolved before dispatch"));
+        let rules = rules
+            .get_or_init(|| {
+                let name = output_names(cfg).into_iter().next().unwrap_or_default();
+                (!cfg.dedupe).then(|| Arc::new(RowRules::for_output(&name, &mapping.schema(&[]))))
+            })
+            .clone();
         let done = done.clone();
         let name = objects[index].name.clone();
-        let opts = mapping::RowOptions {
-            dialect: cfg.dialect,
-            skip: cfg.skip,
-        };
+        let (dialect, skip) = (cfg.dialect, cfg.skip);
         pool.spawn(move || {
+            let opts = mapping::RowOptions {
+                dialect,
+                skip,
+                rules: rules.as_deref(),
+            };
             let (converted, last) = match &work {
                 Work::Chunk(Decoder::Json, chunk) => (
                     mapping.convert_json(chunk, &name, decompressed, opts),
@@ -881,7 +903,7 @@ fn read_all(
             let out = match converted {
                 Ok(converted) => Done::Rows {
                     object: index,
-                    converted,
+                    converted: Box::new(converted),
                     last,
                 },
                 Err(error) => Done::Failed {
@@ -1003,6 +1025,9 @@ struct WriterStats {
     rejected_total: u64,
     /// Rows dropped by `--dedupe`.
     duplicates: u64,
+    /// The output check over the rows written, and the lines written.
+    tally: Tally,
+    lines: u64,
 }
 
 /// `--dedupe` for `mapping`: the last row per id for users, items and
@@ -1029,6 +1054,7 @@ fn dedupe_for(mapping: &Mapping, dialect: Dialect) -> Result<Dedupe> {
 struct CsvWriter {
     out: CsvOut,
     copy: Option<(io::BufWriter<std::fs::File>, tempfile::TempPath)>,
+    bytes: u64,
 }
 
 impl CsvWriter {
@@ -1043,11 +1069,16 @@ impl CsvWriter {
         } else {
             None
         };
-        Ok(CsvWriter { out, copy })
+        Ok(CsvWriter {
+            out,
+            copy,
+            bytes: 0,
+        })
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         self.out.write_all(bytes)?;
+        self.bytes += bytes.len() as u64;
         if let Some((copy, path)) = &mut self.copy {
             copy.write_all(bytes).map_err(|source| Error::Write {
                 path: path.to_path_buf(),
@@ -1193,6 +1224,7 @@ fn write_all(
                         let m = mapping.get().expect("resolved before any chunk");
                         write_header(&mut out.csv, &m.schema(&[]))?;
                         stats.header_written = true;
+                        stats.lines = 1;
                         stats.seen = vec![0; m.fields.len()];
                         if let Some(dialect) = out.dedupe_dialect {
                             out.dedupe = Some(dedupe_for(m, dialect)?);
@@ -1210,6 +1242,10 @@ fn write_all(
                             stats.duplicates += dropped;
                         }
                     }
+                    if let Some(tally) = converted.tally {
+                        stats.tally.merge(tally, stats.lines);
+                    }
+                    stats.lines += converted.lines;
                     stats.records += converted.records;
                     stats.rows += converted.rows;
                     for (s, c) in stats.seen.iter_mut().zip(&converted.seen) {

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -140,6 +141,236 @@ impl Findings {
                     count: 1,
                 });
             }
+        }
+    }
+}
+
+impl Findings {
+    /// Folds in the findings of a later stretch of rows, whose lines are
+    /// counted from `line_base`: the same as finding them here in order.
+    fn merge(&mut self, other: Findings, line_base: u64) {
+        for mut f in other.list {
+            for at in &mut f.examples {
+                at.line += line_base;
+            }
+            let key = (f.rule, f.message);
+            match self.index.get(&key) {
+                Some(&i) => {
+                    let mine = &mut self.list[i];
+                    mine.count += f.count;
+                    let room = EXAMPLES.saturating_sub(mine.examples.len());
+                    mine.examples.extend(f.examples.into_iter().take(room));
+                }
+                None => {
+                    let (rule, message) = key;
+                    self.index.insert((rule, message.clone()), self.list.len());
+                    self.list.push(Finding { rule, message, ..f });
+                }
+            }
+        }
+    }
+}
+
+/// What a stretch of rows showed: the row-level findings and the counts
+/// behind the dataset-wide rules. `convert`'s workers keep one per chunk
+/// and the writer folds them together in order.
+#[derive(Default)]
+pub(crate) struct Tally {
+    findings: Findings,
+    stats: Stats,
+}
+
+impl fmt::Debug for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tally")
+            .field("rows", &self.stats.rows)
+            .field("findings", &self.findings.list.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tally {
+    /// Folds in a later stretch whose lines are counted from `line_base`.
+    pub(crate) fn merge(&mut self, other: Tally, line_base: u64) {
+        self.findings.merge(other.findings, line_base);
+        self.stats.merge(other.stats);
+    }
+}
+
+/// The rules on each value of a row, for one file and schema.
+pub(crate) struct RowRules {
+    file: String,
+    fields: Vec<Field>,
+    /// Which reserved field (if any) each column is.
+    reserved: Vec<Option<&'static str>>,
+}
+
+impl RowRules {
+    fn new(file: &str, fields: Vec<Field>, dataset: Dataset) -> Self {
+        let reserved = fields
+            .iter()
+            .map(|f| dataset.reserved_named(&f.name).map(|r| r.name))
+            .collect();
+        RowRules {
+            file: file.to_string(),
+            fields,
+            reserved,
+        }
+    }
+
+    /// The rules for the rows `convert` writes under `schema` (inferred
+    /// types still open count as strings: inference only ever settles on
+    /// a type every value written has).
+    pub(crate) fn for_output(file: &str, schema: &crate::schema::Schema) -> Self {
+        let fields = schema
+            .fields
+            .iter()
+            .map(|f| Field {
+                name: f.name.clone(),
+                ty: f.ty,
+                nullable: f.nullable,
+                categorical: f.categorical,
+                textual: f.textual,
+            })
+            .collect();
+        RowRules::new(file, fields, schema.dataset)
+    }
+
+    pub(crate) fn columns(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Checks one row of `columns()` values (`""` for an empty field);
+    /// `line` gives the row's line when a finding needs it.
+    pub(crate) fn row<'t>(
+        &self,
+        values: impl Iterator<Item = &'t str>,
+        tally: &mut Tally,
+        line: &mut dyn FnMut() -> u64,
+    ) {
+        tally.stats.rows += 1;
+        if tally.stats.filled.len() < self.fields.len() {
+            tally.stats.filled.resize(self.fields.len(), 0);
+        }
+        for (col, text) in values.enumerate() {
+            self.value(col, text, tally, line);
+        }
+    }
+
+    fn value(&self, col: usize, text: &str, tally: &mut Tally, line: &mut dyn FnMut() -> u64) {
+        use Severity::Error as E;
+        let field = &self.fields[col];
+        let (stats, out) = (&mut tally.stats, &mut tally.findings);
+        let mut at = || Location {
+            file: self.file.clone(),
+            line: line(),
+            column: col + 1,
+        };
+        if text.is_empty() {
+            if !field.nullable {
+                out.at(
+                    "required-value",
+                    E,
+                    format!("{}: empty, but the field cannot be null", field.name),
+                    at(),
+                );
+            }
+            return;
+        }
+        stats.filled[col] += 1;
+        // Every limit below is 256 characters or more, and bytes bound
+        // characters from above: count them only past 256 bytes.
+        let chars = if text.len() <= 256 {
+            text.len()
+        } else {
+            text.chars().count()
+        };
+        let reserved = self.reserved[col];
+        let long = text.parse::<i64>().ok();
+        let parses = match field.ty {
+            AvroType::Int => long.is_some_and(|n| i32::try_from(n).is_ok()),
+            AvroType::Long => long.is_some(),
+            AvroType::Float | AvroType::Double => number_shape(text).is_some(),
+            AvroType::String => true,
+        };
+        if !parses {
+            out.at(
+                "value-type",
+                E,
+                format!(
+                    "{}: a value that is not a {}",
+                    field.name,
+                    field.ty.as_str()
+                ),
+                at(),
+            );
+            return;
+        }
+        match reserved {
+            Some("USER_ID" | "ITEM_ID" | "ACTION_ID") if chars > 256 => {
+                out.at(
+                    "id-length",
+                    E,
+                    format!("{}: an id over 256 characters", field.name),
+                    at(),
+                );
+            }
+            Some("TIMESTAMP" | "CREATION_TIMESTAMP")
+                if long.is_some_and(|t| t.abs() >= 100_000_000_000) =>
+            {
+                out.at("timestamp-milliseconds", Severity::Warning, format!(
+                    "{}: looks like milliseconds; Personalize wants epoch seconds (convert with --timestamp-unit ms)",
+                    field.name
+                ), at());
+            }
+            _ => {}
+        }
+        if field.textual && chars > 20_000 {
+            out.at(
+                "textual-length",
+                Severity::Warning,
+                format!(
+                    "{}: text over 20,000 characters is truncated by Personalize",
+                    field.name
+                ),
+                at(),
+            );
+        } else if field.ty == AvroType::String
+            && !field.textual
+            && reserved.is_none()
+            && chars > 1000
+        {
+            let rule = if field.categorical {
+                "categorical-length"
+            } else {
+                "string-length"
+            };
+            out.at(
+                rule,
+                E,
+                format!(
+                    "{}: a value over 1,000 characters (separators included); the import job fails",
+                    field.name
+                ),
+                at(),
+            );
+        }
+        match reserved {
+            Some("USER_ID") => stats.user(text),
+            Some("ITEM_ID" | "ACTION_ID") => stats.items.add(text),
+            Some("TIMESTAMP") => {
+                if let Some(t) = long {
+                    let (lo, hi) = stats.time_range.unwrap_or((t, t));
+                    stats.time_range = Some((lo.min(t), hi.max(t)));
+                }
+            }
+            Some("EVENT_TYPE") => match stats.event_counts.get_mut(text) {
+                Some(n) => *n += 1,
+                None => {
+                    stats.event_counts.insert(text.to_string(), 1);
+                }
+            },
+            _ => {}
         }
     }
 }
@@ -481,21 +712,13 @@ impl Validator {
     /// As `run`, with each file named in findings as the caller says (the
     /// output a local copy stands for).
     pub fn run_named(&self, files: &[(PathBuf, String)], schema: Option<&str>) -> Result<Report> {
-        let mut out = Findings::default();
         let read_err = |p: &PathBuf, source| Error::Read {
             key: p.display().to_string(),
             what: "cannot read".into(),
             source,
         };
-        let mut fields = None;
-        let mut dataset = self.dataset;
-        if let Some(text) = schema
-            && let Some((d, f)) = check_schema(text, self.dataset, &mut out)
-        {
-            dataset = Some(d);
-            fields = Some(f);
-        }
-        let mut stats = Stats::default();
+        let mut tally = Tally::default();
+        let (mut dataset, mut fields) = self.start(schema, &mut tally);
         let mut total_bytes = 0u64;
         let mut dialects = Vec::new();
         for (path, name) in files {
@@ -508,32 +731,74 @@ impl Validator {
                 .read_to_end(&mut head)
                 .map_err(|e| read_err(path, e))?;
             let (backslash, dialect) = match self.dialect {
-                Some(Dialect::Personalize) => (true, "backslash escapes (the Personalize dialect)"),
-                Some(Dialect::Rfc4180) => (false, "doubled quotes (RFC 4180)"),
+                Some(d) => (d == Dialect::Personalize, dialect_name(d)),
                 None => match (
                     uses_backslash_escapes(&head),
                     memchr::memmem::find(&head, b"\"\""),
                 ) {
-                    (true, _) => (true, "backslash escapes (the Personalize dialect)"),
-                    (false, Some(_)) => (false, "doubled quotes (RFC 4180)"),
+                    (true, _) => (true, dialect_name(Dialect::Personalize)),
+                    (false, Some(_)) => (false, dialect_name(Dialect::Rfc4180)),
                     (false, None) => (false, "no escaped quotes (both dialects read it alike)"),
                 },
             };
-            let name = name.clone();
             dialects.push((name.clone(), dialect));
             let bom = head.starts_with(b"\xEF\xBB\xBF");
             let body = std::io::Cursor::new(head).chain(file);
-            self.check_csv(
-                &name,
+            check_csv(
+                name,
                 bom,
                 backslash,
                 body,
                 &mut dataset,
                 &mut fields,
-                &mut stats,
-                &mut out,
+                &mut tally,
             );
         }
+        Ok(self.conclude(dataset, fields, tally, total_bytes, dialects))
+    }
+
+    /// The report on what `convert` wrote: its schema, the rows' tally
+    /// its workers kept, and the CSV's size.
+    pub(crate) fn after_convert(
+        &self,
+        file: &str,
+        schema: &str,
+        rows: Tally,
+        bytes: u64,
+        dialect: Dialect,
+    ) -> Report {
+        let mut tally = Tally::default();
+        let (dataset, fields) = self.start(Some(schema), &mut tally);
+        tally.merge(rows, 0);
+        let dialects = vec![(file.to_string(), dialect_name(dialect))];
+        self.conclude(dataset, fields, tally, bytes, dialects)
+    }
+
+    /// Checks the schema, if any: the dataset and fields it gives.
+    fn start(
+        &self,
+        schema: Option<&str>,
+        tally: &mut Tally,
+    ) -> (Option<Dataset>, Option<Vec<Field>>) {
+        match schema.and_then(|text| check_schema(text, self.dataset, &mut tally.findings)) {
+            Some((d, f)) => (Some(d), Some(f)),
+            None => (self.dataset, None),
+        }
+    }
+
+    /// The dataset-wide rules once every row is counted, and the report.
+    fn conclude(
+        &self,
+        dataset: Option<Dataset>,
+        fields: Option<Vec<Field>>,
+        tally: Tally,
+        total_bytes: u64,
+        dialects: Vec<(String, &'static str)>,
+    ) -> Report {
+        let Tally {
+            findings: mut out,
+            stats,
+        } = tally;
         let dataset = dataset.unwrap_or(Dataset::Interactions);
         if let Some(fields) = &fields {
             check_fields(dataset, fields, &mut out);
@@ -580,233 +845,125 @@ impl Validator {
         let figures = stats.to_json(fields.as_deref().unwrap_or_default());
         let mut findings = out.list;
         findings.sort_by_key(|f| f.severity);
-        Ok(Report {
+        Report {
             findings,
             dialects,
             figures,
-        })
+        }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn check_csv(
-        &self,
-        name: &str,
-        bom: bool,
-        backslash: bool,
-        body: impl Read,
-        dataset: &mut Option<Dataset>,
-        fields: &mut Option<Vec<Field>>,
-        stats: &mut Stats,
-        out: &mut Findings,
-    ) {
-        use Severity::Error as E;
-        let mut reader = ::csv::ReaderBuilder::new();
-        reader.has_headers(false).flexible(true);
-        if backslash {
-            reader.escape(Some(b'\\')).double_quote(false);
-        }
-        let mut reader = reader.from_reader(body);
-        let mut record = ::csv::ByteRecord::new();
-        let header: Vec<String> = match reader.read_byte_record(&mut record) {
-            Ok(true) => record
-                .iter()
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect(),
-            _ => {
-                out.add("csv-header", E, format!("{name}: no header row"));
-                return;
-            }
-        };
-        if bom {
-            out.add("csv-bom", E, format!("{name}: starts with a UTF-8 BOM, which makes Personalize miss the first column; save without BOM"));
-        }
-        let fields = fields.get_or_insert_with(|| {
-            // No schema: reserved fields by name, metadata as strings.
-            let d = dataset.get_or_insert(Dataset::Interactions);
-            header
-                .iter()
-                .map(|h| match d.reserved_named(h) {
-                    Some(r) => Field {
-                        name: h.clone(),
-                        ty: r.ty,
-                        nullable: r.nullable,
-                        categorical: false,
-                        textual: false,
-                    },
-                    None => Field {
-                        name: h.clone(),
-                        ty: AvroType::String,
-                        nullable: true,
-                        categorical: true,
-                        textual: false,
-                    },
-                })
-                .collect()
-        });
-        let want: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-        if header != want {
-            out.add(
-                "header-matches-schema",
-                E,
-                format!(
-                    "{name}: the header is {} but the schema's fields are {}, in this order",
-                    header.join(","),
-                    want.join(",")
-                ),
-            );
+fn dialect_name(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Personalize => "backslash escapes (the Personalize dialect)",
+        Dialect::Rfc4180 => "doubled quotes (RFC 4180)",
+    }
+}
+
+/// Reads one CSV file and checks its header and every row.
+fn check_csv(
+    name: &str,
+    bom: bool,
+    backslash: bool,
+    body: impl Read,
+    dataset: &mut Option<Dataset>,
+    fields: &mut Option<Vec<Field>>,
+    tally: &mut Tally,
+) {
+    use Severity::Error as E;
+    let out = &mut tally.findings;
+    let mut reader = ::csv::ReaderBuilder::new();
+    reader.has_headers(false).flexible(true);
+    if backslash {
+        reader.escape(Some(b'\\')).double_quote(false);
+    }
+    let mut reader = reader.from_reader(body);
+    let mut record = ::csv::ByteRecord::new();
+    let header: Vec<String> = match reader.read_byte_record(&mut record) {
+        Ok(true) => record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect(),
+        _ => {
+            out.add("csv-header", E, format!("{name}: no header row"));
             return;
         }
-        let dataset = dataset.unwrap_or(Dataset::Interactions);
-        // Resolved once: which reserved field (if any) each column is.
-        let reserved: Vec<Option<&'static str>> = fields
+    };
+    if bom {
+        out.add("csv-bom", E, format!("{name}: starts with a UTF-8 BOM, which makes Personalize miss the first column; save without BOM"));
+    }
+    let fields = fields.get_or_insert_with(|| {
+        // No schema: reserved fields by name, metadata as strings.
+        let d = dataset.get_or_insert(Dataset::Interactions);
+        header
             .iter()
-            .map(|f| dataset.reserved_named(&f.name).map(|r| r.name))
-            .collect();
-        stats.filled.resize(fields.len(), 0);
-        let mut line = 1u64;
-        loop {
-            line += 1;
-            let Ok(more) = reader.read_byte_record(&mut record) else {
-                out.at(
-                    "csv-syntax",
-                    E,
-                    format!("{name}: not valid CSV"),
-                    Location {
-                        file: name.into(),
-                        line,
-                        column: 1,
-                    },
-                );
-                break;
+            .map(|h| match d.reserved_named(h) {
+                Some(r) => Field {
+                    name: h.clone(),
+                    ty: r.ty,
+                    nullable: r.nullable,
+                    categorical: false,
+                    textual: false,
+                },
+                None => Field {
+                    name: h.clone(),
+                    ty: AvroType::String,
+                    nullable: true,
+                    categorical: true,
+                    textual: false,
+                },
+            })
+            .collect()
+    });
+    let want: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    if header != want {
+        out.add(
+            "header-matches-schema",
+            E,
+            format!(
+                "{name}: the header is {} but the schema's fields are {}, in this order",
+                header.join(","),
+                want.join(",")
+            ),
+        );
+        return;
+    }
+    let rules = RowRules::new(
+        name,
+        fields.clone(),
+        dataset.unwrap_or(Dataset::Interactions),
+    );
+    let mut line = 1u64;
+    loop {
+        line += 1;
+        let Ok(more) = reader.read_byte_record(&mut record) else {
+            let at = Location {
+                file: name.into(),
+                line,
+                column: 1,
             };
-            if !more {
-                break;
-            }
-            line = record.position().map_or(line, |p| p.line());
-            if record.len() != fields.len() {
-                out.at(
-                    "csv-field-count",
-                    E,
-                    format!("rows must have {} fields", fields.len()),
-                    Location {
-                        file: name.into(),
-                        line,
-                        column: record.len(),
-                    },
-                );
-                continue;
-            }
-            stats.rows += 1;
-            for (col, (field, raw)) in fields.iter().zip(record.iter()).enumerate() {
-                let at = || Location {
-                    file: name.into(),
-                    line,
-                    column: col + 1,
-                };
-                let text = String::from_utf8_lossy(raw);
-                if !text.is_empty() {
-                    stats.filled[col] += 1;
-                }
-                if text.is_empty() {
-                    if !field.nullable {
-                        out.at(
-                            "required-value",
-                            E,
-                            format!("{}: empty, but the field cannot be null", field.name),
-                            at(),
-                        );
-                    }
-                    continue;
-                }
-                // Every limit below is 256 characters or more, and bytes bound
-                // characters from above: count them only past 256 bytes.
-                let chars = if text.len() <= 256 {
-                    text.len()
-                } else {
-                    text.chars().count()
-                };
-                let reserved = reserved[col];
-                let parses = match field.ty {
-                    AvroType::Int => text.parse::<i32>().is_ok(),
-                    AvroType::Long => text.parse::<i64>().is_ok(),
-                    AvroType::Float | AvroType::Double => number_shape(&text).is_some(),
-                    AvroType::String => true,
-                };
-                if !parses {
-                    out.at(
-                        "value-type",
-                        E,
-                        format!(
-                            "{}: a value that is not a {}",
-                            field.name,
-                            field.ty.as_str()
-                        ),
-                        at(),
-                    );
-                    continue;
-                }
-                match reserved {
-                    Some("USER_ID" | "ITEM_ID" | "ACTION_ID") if chars > 256 => {
-                        out.at(
-                            "id-length",
-                            E,
-                            format!("{}: an id over 256 characters", field.name),
-                            at(),
-                        );
-                    }
-                    Some("TIMESTAMP" | "CREATION_TIMESTAMP")
-                        if text
-                            .parse::<i64>()
-                            .is_ok_and(|t| t.abs() >= 100_000_000_000) =>
-                    {
-                        out.at("timestamp-milliseconds", Severity::Warning, format!(
-                            "{}: looks like milliseconds; Personalize wants epoch seconds (convert with --timestamp-unit ms)",
-                            field.name
-                        ), at());
-                    }
-                    _ => {}
-                }
-                if field.textual && chars > 20_000 {
-                    out.at(
-                        "textual-length",
-                        Severity::Warning,
-                        format!(
-                            "{}: text over 20,000 characters is truncated by Personalize",
-                            field.name
-                        ),
-                        at(),
-                    );
-                } else if field.ty == AvroType::String
-                    && !field.textual
-                    && reserved.is_none()
-                    && chars > 1000
-                {
-                    let rule = if field.categorical {
-                        "categorical-length"
-                    } else {
-                        "string-length"
-                    };
-                    out.at(rule, E, format!("{}: a value over 1,000 characters (separators included); the import job fails", field.name), at());
-                }
-                match reserved {
-                    Some("USER_ID") => stats.user(&text),
-                    Some("ITEM_ID" | "ACTION_ID") => stats.items.add(&text),
-                    Some("TIMESTAMP") => {
-                        if let Ok(t) = text.parse::<i64>() {
-                            let (lo, hi) = stats.time_range.unwrap_or((t, t));
-                            stats.time_range = Some((lo.min(t), hi.max(t)));
-                        }
-                    }
-                    Some("EVENT_TYPE") => match stats.event_counts.get_mut(text.as_ref()) {
-                        Some(n) => *n += 1,
-                        None => {
-                            stats.event_counts.insert(text.into_owned(), 1);
-                        }
-                    },
-                    _ => {}
-                }
-            }
+            tally
+                .findings
+                .at("csv-syntax", E, format!("{name}: not valid CSV"), at);
+            break;
+        };
+        if !more {
+            break;
         }
+        line = record.position().map_or(line, |p| p.line());
+        if record.len() != rules.columns() {
+            let at = Location {
+                file: name.into(),
+                line,
+                column: record.len(),
+            };
+            let message = format!("rows must have {} fields", rules.columns());
+            tally.findings.at("csv-field-count", E, message, at);
+            continue;
+        }
+        let values: Vec<std::borrow::Cow<str>> =
+            record.iter().map(String::from_utf8_lossy).collect();
+        rules.row(values.iter().map(|v| v.as_ref()), tally, &mut || line);
     }
 }
 
@@ -827,7 +984,10 @@ pub fn uses_backslash_escapes(bytes: &[u8]) -> bool {
 struct Stats {
     rows: u64,
     /// Interactions per user, up to `USERS_TRACKED` users.
-    per_user: HashMap<String, u32>,
+    /// Keyed by the id's 64-bit hash: two of 5 million ids share one with
+    /// a chance near one in a million, and the map stays small and cheap
+    /// to merge.
+    per_user: HashMap<u64, u32, BuildHasherDefault<KeyIsHash>>,
     users_capped: bool,
     users: Distinct,
     items: Distinct,
@@ -838,19 +998,68 @@ struct Stats {
     filled: Vec<u64>,
 }
 
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl std::hash::Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Users whose interactions are counted one by one; past this the per-user
 /// buckets cover the first ones only (and say so).
 const USERS_TRACKED: usize = 5_000_000;
 
 impl Stats {
     fn user(&mut self, id: &str) {
-        self.users.add(id);
-        if let Some(n) = self.per_user.get_mut(id) {
+        let hash = Distinct::hash(id);
+        self.users.add_hash(hash);
+        if let Some(n) = self.per_user.get_mut(&hash) {
             *n += 1;
         } else if self.per_user.len() < USERS_TRACKED {
-            self.per_user.insert(id.to_string(), 1);
+            self.per_user.insert(hash, 1);
         } else {
             self.users_capped = true;
+        }
+    }
+
+    /// Folds in the counts of other rows.
+    fn merge(&mut self, other: Stats) {
+        self.rows += other.rows;
+        for (user, n) in other.per_user {
+            if let Some(mine) = self.per_user.get_mut(&user) {
+                *mine += n;
+            } else if self.per_user.len() < USERS_TRACKED {
+                self.per_user.insert(user, n);
+            } else {
+                self.users_capped = true;
+            }
+        }
+        self.users_capped |= other.users_capped;
+        self.users.merge(other.users);
+        self.items.merge(other.items);
+        for (kind, n) in other.event_counts {
+            *self.event_counts.entry(kind).or_default() += n;
+        }
+        if let Some((lo, hi)) = other.time_range {
+            let (a, b) = self.time_range.unwrap_or((lo, hi));
+            self.time_range = Some((a.min(lo), b.max(hi)));
+        }
+        if self.filled.len() < other.filled.len() {
+            self.filled.resize(other.filled.len(), 0);
+        }
+        for (mine, n) in self.filled.iter_mut().zip(other.filled) {
+            *mine += n;
         }
     }
 

@@ -218,6 +218,74 @@ const STRING_CLASS: [u8; 256] = {
     t
 };
 
+/// Finding the next byte of interest eight bytes at a time (SWAR): each
+/// mask has the high bit set in bytes that match, and the lowest such byte
+/// is always a true match (a borrow only ever marks bytes above one).
+mod swar {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+
+    fn zero(v: u64) -> u64 {
+        v.wrapping_sub(LO) & !v & HI
+    }
+
+    fn eq(w: u64, b: u8) -> u64 {
+        zero(w ^ (LO * u64::from(b)))
+    }
+
+    /// The index of the first byte in `bytes` for which `mask` marks a
+    /// match, checking the tail byte by byte with `slow`.
+    #[inline(always)]
+    fn find(bytes: &[u8], mask: impl Fn(u64) -> u64, slow: impl Fn(u8) -> bool) -> Option<usize> {
+        let mut words = bytes.chunks_exact(8);
+        let mut at = 0;
+        for word in &mut words {
+            let m = mask(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+            if m != 0 {
+                return Some(at + (m.trailing_zeros() / 8) as usize);
+            }
+            at += 8;
+        }
+        words
+            .remainder()
+            .iter()
+            .position(|&b| slow(b))
+            .map(|i| at + i)
+    }
+
+    /// The first byte in a string that is not plain ASCII text: a quote,
+    /// a backslash, a control character or a non-ASCII byte.
+    pub fn string_special(bytes: &[u8]) -> Option<usize> {
+        find(
+            bytes,
+            |w| eq(w, b'"') | eq(w, b'\\') | (w.wrapping_sub(LO * 0x20) & !w & HI) | (w & HI),
+            |b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b),
+        )
+    }
+
+    /// The first quote or backslash.
+    pub fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+        find(
+            bytes,
+            |w| eq(w, b'"') | eq(w, b'\\'),
+            |b| b == b'"' || b == b'\\',
+        )
+    }
+
+    /// The first quote or bracket (`[` and `]` become `{` and `}` once bit
+    /// 5 is set; no other byte does).
+    pub fn quote_or_bracket(bytes: &[u8]) -> Option<usize> {
+        find(
+            bytes,
+            |w| {
+                let folded = w | (LO * 0x20);
+                eq(w, b'"') | eq(folded, b'{') | eq(folded, b'}')
+            },
+            |b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'),
+        )
+    }
+}
+
 /// Reads records out of one buffer that starts at a record boundary.
 pub(crate) struct Scanner<'a> {
     buf: &'a [u8],
@@ -612,11 +680,7 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         loop {
             let rest = &self.buf[self.pos..];
-            let plain = rest
-                .iter()
-                .position(|&b| STRING_CLASS[b as usize] != 0)
-                .unwrap_or(rest.len());
-            self.pos += plain;
+            self.pos += swar::string_special(rest).unwrap_or(rest.len());
             let Some(&b) = self.buf.get(self.pos) else {
                 return Err(self.eof("inside a string"));
             };
@@ -911,7 +975,7 @@ impl Splitter {
                     i += 1;
                     continue;
                 }
-                match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                match swar::quote_or_backslash(&bytes[i..]) {
                     None => return cut,
                     Some(off) => {
                         i += off;
@@ -924,6 +988,10 @@ impl Splitter {
                     }
                 }
                 continue;
+            }
+            match swar::quote_or_bracket(&bytes[i..]) {
+                None => return cut,
+                Some(off) => i += off,
             }
             match bytes[i] {
                 b'"' => self.in_string = true,
@@ -1084,6 +1152,35 @@ mod tests {
         assert!(unescape_into(br#"a\"b\\c\n\u00e9\ud83d\ude00"#, &mut out));
         assert_eq!(String::from_utf8(out).unwrap(), "a\"b\\c\n\u{e9}\u{1f600}");
         assert!(!unescape_into(br#"\ud800x"#, &mut Vec::new()));
+    }
+
+    #[test]
+    fn swar_finds_the_first_byte_of_interest() {
+        type Find = fn(&[u8]) -> Option<usize>;
+        type Slow = fn(u8) -> bool;
+        let cases: [(Find, Slow); 3] = [
+            (swar::string_special, |b| STRING_CLASS[b as usize] != 0),
+            (swar::quote_or_backslash, |b| b == b'"' || b == b'\\'),
+            (swar::quote_or_bracket, |b| b"\"{}[]".contains(&b)),
+        ];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for (find, slow) in cases {
+            for b in 0..=255u8 {
+                for at in 0..20 {
+                    // Plain filler, the byte, then random bytes after it.
+                    let mut buf = vec![b'a'; at];
+                    buf.push(b);
+                    for _ in 0..12 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        buf.push(x as u8);
+                    }
+                    let want = buf.iter().position(|&c| slow(c));
+                    assert_eq!(find(&buf), want, "byte {b:#x} at {at}: {buf:?}");
+                }
+            }
+        }
     }
 
     #[test]

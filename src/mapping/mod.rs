@@ -23,6 +23,7 @@ use crate::decode::parquet::{self, ParquetSource};
 use crate::error::{BadRecord, Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
 use crate::sink::csv::{Dialect, push_field};
+use crate::validate::{RowRules, Tally};
 use arrow_array::RecordBatch;
 pub(crate) use value::Cell;
 use value::{Scratch, inferred_type};
@@ -549,24 +550,34 @@ impl Mapping {
 
     /// Appends one CSV row; `cell` gives the source value of a selector slot
     /// (`None` when the record has none). On a bad value nothing is appended.
+    /// With `row.keep`, the row's values stay in `row` for the output
+    /// check.
     pub(crate) fn write_row<'c>(
         &self,
         mut cell: impl FnMut(usize) -> Option<Cell<'c>>,
+        row: &mut RowBuf,
         out: &mut Vec<u8>,
         seen: &mut [u8],
         dialect: Dialect,
     ) -> Result<(), ValueError> {
         let row_start = out.len();
-        let mut scratch = Scratch::default();
+        row.texts.clear();
+        row.ends.clear();
         for (i, field) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             let value = field.slot.and_then(&mut cell);
-            scratch.clear();
-            match self.convert(field, value.as_ref(), &mut scratch, &mut seen[i]) {
-                Ok(Some(text)) => push_field(out, text, dialect),
-                Ok(None) => {}
+            row.scratch.clear();
+            match self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i]) {
+                Ok(Some(text)) => {
+                    push_field(out, text, dialect);
+                    if row.keep {
+                        row.texts.push_str(text);
+                        row.ends.push(row.texts.len());
+                    }
+                }
+                Ok(None) => row.ends.push(row.texts.len()),
                 Err(reason) => {
                     out.truncate(row_start);
                     return Err((i, reason));
@@ -617,8 +628,13 @@ impl Mapping {
                 write_text(scratch, n)
             }
             ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number) => {
-                let x = value::float(cell, scratch)?;
-                write_text(scratch, x)
+                match value::shortest_as_written(cell) {
+                    Some(text) => text,
+                    None => {
+                        let x = value::float(cell, scratch)?;
+                        write_text(scratch, x)
+                    }
+                }
             }
             ValueRule::Reserved(Rule::Integer) => {
                 let n = value::integer(cell, scratch)?;
@@ -675,17 +691,30 @@ fn reject(done: &mut Converted, opts: RowOptions, bad: BadRecord, raw: &[u8]) ->
 }
 
 impl Converted {
-    fn new(fields: usize, input_bytes: usize) -> Self {
+    fn new(fields: usize, input_bytes: usize, opts: RowOptions) -> Self {
         Converted {
             csv: Vec::with_capacity(input_bytes / 2),
             seen: vec![0; fields],
+            tally: opts.rules.map(|_| Tally::default()),
+            row: RowBuf {
+                keep: opts.rules.is_some(),
+                ..RowBuf::default()
+            },
             ..Converted::default()
         }
+    }
+
+    /// Done: counts the lines of `csv` when they are checked.
+    fn finish(mut self) -> Self {
+        if self.tally.is_some() {
+            self.lines = memchr::memchr_iter(b'\n', &self.csv).count() as u64;
+        }
+        self
     }
 }
 
 /// The rows of one chunk, ready for the writer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Converted {
     pub csv: Vec<u8>,
     pub records: u64,
@@ -694,6 +723,32 @@ pub(crate) struct Converted {
     pub seen: Vec<u8>,
     /// Bad records set aside (`--on-error skip`).
     pub rejects: Vec<Reject>,
+    /// The output check over these rows, lines counted from the chunk's
+    /// first (with `RowOptions::rules`).
+    pub tally: Option<Tally>,
+    /// The lines in `csv` (with a tally).
+    pub lines: u64,
+    row: RowBuf,
+    /// Lines counted in `csv` so far, and up to which byte.
+    counted: (u64, usize),
+}
+
+/// Buffers reused from row to row: the value being converted and, for the
+/// output check, the row's values.
+#[derive(Default)]
+pub(crate) struct RowBuf {
+    scratch: Scratch,
+    keep: bool,
+    texts: String,
+    ends: Vec<usize>,
+}
+
+impl RowBuf {
+    /// The values of the last row written, `""` for an empty field.
+    fn values(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.texts[a..b])
+    }
 }
 
 /// A bad record set aside with `--on-error skip`: why, and its text.
@@ -709,10 +764,12 @@ const RAW_LIMIT: usize = 1024;
 
 /// How rows are made: the CSV dialect, and whether a bad record stops the
 /// run (the default) or is set aside.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RowOptions {
+#[derive(Clone, Copy)]
+pub(crate) struct RowOptions<'a> {
     pub dialect: Dialect,
     pub skip: bool,
+    /// Check each row written against these (the output check).
+    pub rules: Option<&'a RowRules>,
 }
 
 /// The stable name of a value error, from its message (the messages come
@@ -754,9 +811,28 @@ impl Mapping {
         raw: &[u8],
     ) -> Result<()> {
         done.records += 1;
-        match self.write_row(cell, &mut done.csv, &mut done.seen, opts.dialect) {
+        let row_start = done.csv.len();
+        let written = self.write_row(
+            cell,
+            &mut done.row,
+            &mut done.csv,
+            &mut done.seen,
+            opts.dialect,
+        );
+        match written {
             Ok(()) => {
                 done.rows += 1;
+                if let (Some(rules), Some(tally)) = (opts.rules, &mut done.tally) {
+                    let (csv, counted) = (&done.csv, &mut done.counted);
+                    // The row's line, counted only when a finding needs it.
+                    let mut line = || {
+                        let (lines, upto) = *counted;
+                        let more = memchr::memchr_iter(b'\n', &csv[upto..row_start]).count();
+                        *counted = (lines + more as u64, row_start);
+                        counted.0 + 1
+                    };
+                    rules.row(done.row.values(), tally, &mut line);
+                }
                 Ok(())
             }
             Err((i, reason)) => {
@@ -783,7 +859,7 @@ impl Mapping {
         opts: RowOptions,
     ) -> Result<Converted> {
         let buf = chunk.bytes.as_slice();
-        let mut done = Converted::new(self.fields.len(), buf.len());
+        let mut done = Converted::new(self.fields.len(), buf.len(), opts);
         let columns = header.columns(&self.paths);
         let origin =
             |at: u64, row: u64| Origin::in_stream(object, chunk.base + at, row, decompressed);
@@ -863,7 +939,7 @@ impl Mapping {
             let row = done.records;
             self.push_row(&mut done, cell, opts, || origin(before, row), raw)?;
         }
-        Ok(done)
+        Ok(done.finish())
     }
 
     /// Decodes one Parquet row group (its mapped columns only) and converts
@@ -889,7 +965,7 @@ impl Mapping {
                 message: e,
             })?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut done = Converted::new(self.fields.len(), rows * 32);
+        let mut done = Converted::new(self.fields.len(), rows * 32, opts);
         for batch in &batches {
             let columns: Vec<_> = self
                 .paths
@@ -902,7 +978,7 @@ impl Mapping {
                 self.push_row(&mut done, cell, opts, || origin(at), b"")?;
             }
         }
-        Ok(done)
+        Ok(done.finish())
     }
 
     /// Decodes a chunk of JSON records and converts each into a CSV row. A
@@ -916,7 +992,7 @@ impl Mapping {
         opts: RowOptions,
     ) -> Result<Converted> {
         let buf = chunk.bytes.as_slice();
-        let mut done = Converted::new(self.fields.len(), buf.len());
+        let mut done = Converted::new(self.fields.len(), buf.len(), opts);
         let mut caps = vec![Capture::default(); self.selector.slots()];
         let mut scanner = json::Scanner::new(buf, chunk.top);
         let origin = |at: usize, row: u64| {
@@ -956,7 +1032,7 @@ impl Mapping {
             done.records += 1;
             reject(&mut done, opts, bad, b"")?;
         }
-        Ok(done)
+        Ok(done.finish())
     }
 }
 
@@ -985,10 +1061,11 @@ mod tests {
         }
     }
 
-    fn opts(skip: bool) -> RowOptions {
+    fn opts(skip: bool) -> RowOptions<'static> {
         RowOptions {
             dialect: Dialect::Personalize,
             skip,
+            rules: None,
         }
     }
 
