@@ -992,7 +992,7 @@ struct Stats {
     users: Distinct,
     items: Distinct,
     /// Events per type (domain use cases count them).
-    event_counts: HashMap<String, u64>,
+    event_counts: HashMap<String, u64, foldhash::fast::RandomState>,
     time_range: Option<(i64, i64)>,
     /// Non-empty values per column.
     filled: Vec<u64>,

@@ -646,10 +646,15 @@ impl Mapping {
             }
             ValueRule::Reserved(Rule::Id) => {
                 let id = value::id(cell, scratch)?;
-                let chars = id.chars().count();
-                if chars == 0 {
+                if id.is_empty() {
                     return Err("empty, but an id needs 1 to 256 characters".into());
                 }
+                // Bytes bound characters from above: count past 256 only.
+                let chars = if id.len() <= 256 {
+                    id.len()
+                } else {
+                    id.chars().count()
+                };
                 if chars > 256 {
                     return Err(format!(
                         "the id has {chars} characters; Personalize allows at most 256"

@@ -659,3 +659,85 @@ fn the_check_reads_an_rfc4180_output_in_its_dialect() {
         "USER_ID,ITEM_ID,TIMESTAMP,NOTE\nu1,i1,1,\"say \\\"\"hi\\\"\", ok\"\n"
     );
 }
+
+#[test]
+fn the_check_made_while_converting_finds_what_validate_finds() {
+    // Timestamps left in milliseconds (a warning on every row) and a value
+    // over 1,000 characters now and then (an error): with one record per
+    // chunk, the line numbers must add up across chunks.
+    let wd = Workdir::new();
+    let mut body = String::new();
+    for i in 0..60 {
+        let tag = if i % 17 == 5 {
+            "t".repeat(1001)
+        } else {
+            format!("tag-{}", i % 4)
+        };
+        let note = if i % 3 == 0 {
+            "two\\nlines"
+        } else {
+            "one line"
+        };
+        body.push_str(&format!(
+            "{{\"user_id\":\"u{}\",\"item_id\":\"i{i}\",\"ts\":{},\"event_type\":\"view\",\"tag\":\"{tag}\",\"note\":\"{note}\"}}",
+            i % 7,
+            1_600_000_000_000u64 + i
+        ));
+    }
+    wd.write("input/events.json", body);
+    let mut reference: Option<String> = None;
+    for extra in [
+        &["--threads", "1"][..],
+        &["--threads", "2", "--chunk-bytes", "1"],
+    ] {
+        let mut args = vec![
+            "convert",
+            "input",
+            "--map",
+            "TIMESTAMP=ts",
+            "--map",
+            "TAG=tag",
+            "--map",
+            "NOTE=note",
+            "--timestamp-unit",
+            "s",
+            "-o",
+            "out/",
+        ];
+        args.extend(extra);
+        let run = wd.run(&args);
+        run.assert_code(3);
+        let found: String = run
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with("converted ") && !l.starts_with("  outputs:"))
+            .map(|l| format!("{}\n", l.strip_prefix("personalize-prep: ").unwrap_or(l)))
+            .collect();
+        match &reference {
+            None => reference = Some(found),
+            Some(r) => assert_eq!(&found, r, "with {extra:?}"),
+        }
+    }
+    let reference = reference.unwrap();
+    let validated = wd.run(&[
+        "validate",
+        "out/interactions.csv",
+        "--schema",
+        "out/interactions.avsc",
+    ]);
+    validated.assert_code(3);
+    let text = validated.stdout_text();
+    let findings: Vec<&str> = text.lines().skip(1).collect();
+    let findings = findings[..findings.len() - 1].join("\n") + "\n";
+    assert_eq!(reference, findings);
+    assert!(
+        reference.contains(
+            "error[categorical-length]: TAG: a value over 1,000 characters (separators included); the import job fails\n  at out/interactions.csv:7:5\n  at out/interactions.csv:24:5\n  at out/interactions.csv:41:5\n  (4 in all)\n"
+        ),
+        "{reference}"
+    );
+    assert!(
+        reference.contains("  at out/interactions.csv:2:4\n  at out/interactions.csv:3:4\n  at out/interactions.csv:4:4\n  (60 in all)\n"),
+        "{reference}"
+    );
+}
