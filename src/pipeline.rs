@@ -366,13 +366,13 @@ struct ObjectReader<'a> {
 }
 
 impl<'a> ObjectReader<'a> {
-    fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig) -> Self {
+    fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig, guess: bool) -> Self {
         let boundaries = Boundaries::for_format(opened.format, opened.delimiter);
         ObjectReader {
             object,
             format: opened.format,
             decompressed: opened.compression != Compression::None,
-            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
+            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries).guessing(guess),
             decoder: None,
             delimiter: opened.delimiter,
         }
@@ -457,18 +457,76 @@ fn first_record(
     }
 }
 
-/// What the writer receives for one sequence number.
+/// What the writer receives for one sequence number. A JSON chunk comes
+/// back with it (and whether its object was decompressed), in case a
+/// record cut at its guessed end must be read again with the next one.
 enum Done {
     Rows {
         object: usize,
         converted: Box<Converted>,
         /// The chunk was the object's last.
         last: bool,
+        json: Option<(Chunk, bool)>,
     },
     Failed {
         object: usize,
         error: Error,
+        json: Option<(Chunk, bool)>,
     },
+}
+
+/// The rules of the output check, decided once the mapping is: none with
+/// `--dedupe`, which drops rows after conversion.
+type Rules = OnceLock<Option<Arc<RowRules>>>;
+
+fn rules_for(rules: &Rules, cfg: &ConvertConfig, mapping: &Mapping) -> Option<Arc<RowRules>> {
+    rules
+        .get_or_init(|| {
+            let name = output_names(cfg).into_iter().next().unwrap_or_default();
+            (!cfg.dedupe).then(|| Arc::new(RowRules::for_output(&name, &mapping.schema(&[]))))
+        })
+        .clone()
+}
+
+/// Converts one unit of work of object `index` into rows.
+fn convert_work(
+    mapping: &Mapping,
+    index: usize,
+    name: &str,
+    work: Work,
+    decompressed: bool,
+    opts: mapping::RowOptions,
+) -> Done {
+    let (converted, last, json) = match work {
+        Work::Chunk(Decoder::Json, chunk) => (
+            mapping.convert_json(&chunk, name, decompressed, opts),
+            chunk.last,
+            Some((chunk, decompressed)),
+        ),
+        Work::Chunk(Decoder::Csv(header), chunk) => (
+            mapping.convert_csv(&chunk, &header, name, decompressed, opts),
+            chunk.last,
+            None,
+        ),
+        Work::RowGroup(source, group, last) => (
+            mapping.convert_parquet(&source, group, name, opts),
+            last,
+            None,
+        ),
+    };
+    match converted {
+        Ok(converted) => Done::Rows {
+            object: index,
+            converted: Box::new(converted),
+            last,
+            json,
+        },
+        Err(error) => Done::Failed {
+            object: index,
+            error,
+            json,
+        },
+    }
 }
 
 /// Lists what would be converted and the resolved mapping (`--dry-run`).
@@ -498,7 +556,7 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
             let (keys, paths) = source.names();
             first = Some((object.name.clone(), 0, FirstRecord { keys, paths }));
         } else if first.is_none() {
-            let mut reader = ObjectReader::new(object, opened, cfg);
+            let mut reader = ObjectReader::new(object, opened, cfg, false);
             while let Some((decoder, chunk)) = reader.next_chunk()? {
                 if let Ok(Some(rec)) = first_record(&decoder, &chunk, cfg.skip) {
                     first = Some((object.name.clone(), chunk.base, rec));
@@ -639,7 +697,7 @@ pub(crate) fn scan_records(
             continue;
         }
         let decompressed = opened.compression != Compression::None;
-        let mut reader = ObjectReader::new(object, opened, cfg);
+        let mut reader = ObjectReader::new(object, opened, cfg, false);
         while left > 0 {
             let Some((decoder, chunk)) = reader.next_chunk()? else {
                 break;
@@ -774,26 +832,21 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         dedupe: None,
         dedupe_dialect: cfg.dedupe.then_some(cfg.dialect),
     };
+    let rules = Rules::new();
+    let run = Run {
+        cfg,
+        objects: &objects,
+        mapping: &mapping,
+        rules: &rules,
+    };
     let result = std::thread::scope(|scope| {
-        let reader_mapping = Arc::clone(&mapping);
-        let objects = &objects;
-        let pool = &pool;
+        let (run, pool) = (&run, &pool);
         let handle = io.handle();
         scope.spawn(move || {
-            let mut prefetch = Prefetch::new(objects, handle, cfg.concurrency);
-            read_all(
-                cfg,
-                objects,
-                &mut prefetch,
-                pool,
-                &reader_mapping,
-                &permit_tx,
-                &done_tx,
-            );
+            let mut prefetch = Prefetch::new(run.objects, handle, cfg.concurrency);
+            read_all(run, &mut prefetch, pool, &permit_tx, &done_tx);
         });
-        write_all(
-            done_rx, permit_rx, &mapping, &mut out, &mut stats, &progress, objects,
-        )
+        write_all(run, done_rx, permit_rx, &mut out, &mut stats, &progress)
     });
     progress.finish();
     result?;
@@ -849,35 +902,40 @@ fn write_header(csv: &mut CsvWriter, schema: &Schema) -> Result<()> {
 /// the pool once the mapping is known. Stops at the first failure (which it
 /// sends in sequence) or when the writer hangs up.
 fn read_all(
-    cfg: &ConvertConfig,
-    objects: &[Object],
+    run: &Run,
     prefetch: &mut Prefetch,
     pool: &rayon::ThreadPool,
-    mapping: &OnceLock<Arc<Mapping>>,
     permits: &mpsc::SyncSender<()>,
     done: &mpsc::Sender<(u64, Done)>,
 ) {
+    let Run {
+        cfg,
+        objects,
+        mapping,
+        rules,
+    } = *run;
     let mut seq = 0u64;
     // Chunks without a record, held until the mapping is resolved.
     let mut held: Vec<(usize, Work, bool)> = Vec::new();
     let fail = |seq: u64, object: usize, error: Error| {
         let _ = permits.send(());
-        let _ = done.send((seq, Done::Failed { object, error }));
+        let json = None;
+        let _ = done.send((
+            seq,
+            Done::Failed {
+                object,
+                error,
+                json,
+            },
+        ));
     };
-    // The output check runs in the workers, over the rows they write,
-    // unless `--dedupe` drops some of them after.
-    let rules: OnceLock<Option<Arc<RowRules>>> = OnceLock::new();
     let dispatch = |seq: u64, index: usize, work: Work, decompressed: bool| {
         if permits.send(()).is_err() {
             return false;
         }
         let mapping = Arc::clone(mapping.get().expect("resolved before dispatch"));
-        let rules = rules
-            .get_or_init(|| {
-                let name = output_names(cfg).into_iter().next().unwrap_or_default();
-                (!cfg.dedupe).then(|| Arc::new(RowRules::for_output(&name, &mapping.schema(&[]))))
-            })
-            .clone();
+        // The output check runs in the workers, over the rows they write.
+        let rules = rules_for(rules, cfg, &mapping);
         let done = done.clone();
         let name = objects[index].name.clone();
         let (dialect, skip) = (cfg.dialect, cfg.skip);
@@ -887,30 +945,7 @@ fn read_all(
                 skip,
                 rules: rules.as_deref(),
             };
-            let (converted, last) = match &work {
-                Work::Chunk(Decoder::Json, chunk) => (
-                    mapping.convert_json(chunk, &name, decompressed, opts),
-                    chunk.last,
-                ),
-                Work::Chunk(Decoder::Csv(header), chunk) => (
-                    mapping.convert_csv(chunk, header, &name, decompressed, opts),
-                    chunk.last,
-                ),
-                Work::RowGroup(source, group, last) => {
-                    (mapping.convert_parquet(source, *group, &name, opts), *last)
-                }
-            };
-            let out = match converted {
-                Ok(converted) => Done::Rows {
-                    object: index,
-                    converted: Box::new(converted),
-                    last,
-                },
-                Err(error) => Done::Failed {
-                    object: index,
-                    error,
-                },
-            };
+            let out = convert_work(&mapping, index, &name, work, decompressed, opts);
             let _ = done.send((seq, out));
         });
         true
@@ -959,7 +994,9 @@ fn read_all(
             continue;
         }
         let decompressed = opened.compression != Compression::None;
-        let mut reader = ObjectReader::new(object, opened, cfg);
+        // Boundaries are guessed once the mapping is known (the first
+        // record is read from an exactly cut chunk).
+        let mut reader = ObjectReader::new(object, opened, cfg, mapping.get().is_some());
         loop {
             let (decoder, chunk) = match reader.next_chunk() {
                 Ok(Some(next)) => next,
@@ -1182,18 +1219,73 @@ impl RejectSink {
     }
 }
 
+/// What the reader and the writer both see of a run.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    cfg: &'a ConvertConfig,
+    objects: &'a [Object],
+    mapping: &'a OnceLock<Arc<Mapping>>,
+    rules: &'a Rules,
+}
+
+impl Run<'_> {
+    /// The record cut at the end of `start`'s chunk joined to the next
+    /// chunk (which `item` brings back), converted again.
+    fn rejoin(&self, start: Chunk, item: Done) -> Result<Done> {
+        let (object, json) = match item {
+            Done::Rows { object, json, .. } | Done::Failed { object, json, .. } => (object, json),
+        };
+        let Some((next, decompressed)) = json else {
+            return Err(Error::Decode {
+                key: self.objects[object].name.clone(),
+                message: "internal: a cut record is not followed by a JSON chunk".into(),
+            });
+        };
+        let mut bytes = start.bytes;
+        bytes.extend_from_slice(&next.bytes);
+        let joined = Chunk {
+            bytes,
+            base: start.base,
+            top: start.top,
+            last: next.last,
+            guessed: next.guessed,
+        };
+        let mapping = self.mapping.get().expect("resolved before any chunk");
+        let rules = rules_for(self.rules, self.cfg, mapping);
+        let opts = mapping::RowOptions {
+            dialect: self.cfg.dialect,
+            skip: self.cfg.skip,
+            rules: rules.as_deref(),
+        };
+        let name = &self.objects[object].name;
+        let work = Work::Chunk(Decoder::Json, joined);
+        Ok(convert_work(
+            mapping,
+            object,
+            name,
+            work,
+            decompressed,
+            opts,
+        ))
+    }
+}
+
 /// The writer: results back in sequence order, rows to the CSV.
 fn write_all(
+    run: &Run,
     done: mpsc::Receiver<(u64, Done)>,
     permits: mpsc::Receiver<()>,
-    mapping: &OnceLock<Arc<Mapping>>,
     out: &mut Outputs,
     stats: &mut WriterStats,
     progress: &Progress,
-    objects: &[Object],
 ) -> Result<()> {
+    let (mapping, objects) = (run.mapping, run.objects);
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = 0u64;
+    // A record cut at a guessed chunk end: it and the next chunk are
+    // converted again together, and what the next chunk's worker made of
+    // its broken start is dropped.
+    let mut cut: Option<Chunk> = None;
     // Records of the current object before the current chunk, so that an
     // error can give the record's number within its object.
     let mut object_records = 0u64;
@@ -1202,8 +1294,12 @@ fn write_all(
         while let Some(item) = pending.remove(&next) {
             next += 1;
             let _ = permits.recv();
+            let item = match cut.take() {
+                None => item,
+                Some(start) => run.rejoin(start, item)?,
+            };
             match item {
-                Done::Failed { object, error } => {
+                Done::Failed { object, error, .. } => {
                     let mut error = error;
                     // JSON and CSV chunks count rows from their own start;
                     // a Parquet row is already counted within its group.
@@ -1219,7 +1315,17 @@ fn write_all(
                     object,
                     converted,
                     last,
+                    json,
                 } => {
+                    if let (Some(at), Some((chunk, _))) = (converted.tail, &json) {
+                        cut = Some(Chunk {
+                            bytes: chunk.bytes[at..].to_vec(),
+                            base: chunk.base + at as u64,
+                            top: decode::json::Top::Between,
+                            last: false,
+                            guessed: true,
+                        });
+                    }
                     if !stats.header_written {
                         let m = mapping.get().expect("resolved before any chunk");
                         write_header(&mut out.csv, &m.schema(&[]))?;

@@ -201,20 +201,41 @@ impl Tally {
 pub(crate) struct RowRules {
     file: String,
     fields: Vec<Field>,
-    /// Which reserved field (if any) each column is.
-    reserved: Vec<Option<&'static str>>,
+    /// What each column is to the rules, resolved once.
+    roles: Vec<Role>,
+}
+
+/// A column's part in the rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    UserId,
+    /// ITEM_ID or ACTION_ID.
+    ItemId,
+    Timestamp,
+    CreationTimestamp,
+    EventType,
+    OtherReserved,
+    Metadata,
 }
 
 impl RowRules {
     fn new(file: &str, fields: Vec<Field>, dataset: Dataset) -> Self {
-        let reserved = fields
+        let roles = fields
             .iter()
-            .map(|f| dataset.reserved_named(&f.name).map(|r| r.name))
+            .map(|f| match dataset.reserved_named(&f.name).map(|r| r.name) {
+                Some("USER_ID") => Role::UserId,
+                Some("ITEM_ID" | "ACTION_ID") => Role::ItemId,
+                Some("TIMESTAMP") => Role::Timestamp,
+                Some("CREATION_TIMESTAMP") => Role::CreationTimestamp,
+                Some("EVENT_TYPE") => Role::EventType,
+                Some(_) => Role::OtherReserved,
+                None => Role::Metadata,
+            })
             .collect();
         RowRules {
             file: file.to_string(),
             fields,
-            reserved,
+            roles,
         }
     }
 
@@ -285,8 +306,11 @@ impl RowRules {
         } else {
             text.chars().count()
         };
-        let reserved = self.reserved[col];
-        let long = text.parse::<i64>().ok();
+        let role = self.roles[col];
+        let timestamp = matches!(role, Role::Timestamp | Role::CreationTimestamp);
+        let long = (timestamp || matches!(field.ty, AvroType::Int | AvroType::Long))
+            .then(|| text.parse::<i64>().ok())
+            .flatten();
         let parses = match field.ty {
             AvroType::Int => long.is_some_and(|n| i32::try_from(n).is_ok()),
             AvroType::Long => long.is_some(),
@@ -306,8 +330,8 @@ impl RowRules {
             );
             return;
         }
-        match reserved {
-            Some("USER_ID" | "ITEM_ID" | "ACTION_ID") if chars > 256 => {
+        match role {
+            Role::UserId | Role::ItemId if chars > 256 => {
                 out.at(
                     "id-length",
                     E,
@@ -315,9 +339,7 @@ impl RowRules {
                     at(),
                 );
             }
-            Some("TIMESTAMP" | "CREATION_TIMESTAMP")
-                if long.is_some_and(|t| t.abs() >= 100_000_000_000) =>
-            {
+            _ if timestamp && long.is_some_and(|t| t.abs() >= 100_000_000_000) => {
                 out.at("timestamp-milliseconds", Severity::Warning, format!(
                     "{}: looks like milliseconds; Personalize wants epoch seconds (convert with --timestamp-unit ms)",
                     field.name
@@ -337,7 +359,7 @@ impl RowRules {
             );
         } else if field.ty == AvroType::String
             && !field.textual
-            && reserved.is_none()
+            && role == Role::Metadata
             && chars > 1000
         {
             let rule = if field.categorical {
@@ -355,16 +377,16 @@ impl RowRules {
                 at(),
             );
         }
-        match reserved {
-            Some("USER_ID") => stats.user(text),
-            Some("ITEM_ID" | "ACTION_ID") => stats.items.add(text),
-            Some("TIMESTAMP") => {
+        match role {
+            Role::UserId => stats.user(text),
+            Role::ItemId => stats.items.add(text),
+            Role::Timestamp => {
                 if let Some(t) = long {
                     let (lo, hi) = stats.time_range.unwrap_or((t, t));
                     stats.time_range = Some((lo.min(t), hi.max(t)));
                 }
             }
-            Some("EVENT_TYPE") => match stats.event_counts.get_mut(text) {
+            Role::EventType => match stats.event_counts.get_mut(text) {
                 Some(n) => *n += 1,
                 None => {
                     stats.event_counts.insert(text.to_string(), 1);

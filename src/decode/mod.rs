@@ -152,6 +152,9 @@ pub(crate) struct Chunk {
     pub top: Top,
     /// The chunk ends the object: an unfinished record in it is truncated.
     pub last: bool,
+    /// The chunk ends at a guessed boundary (see `Boundaries::Guess`): an
+    /// unfinished record at its end goes on in the next chunk.
+    pub guessed: bool,
 }
 
 /// A record may not grow past this: a stream that never closes its first
@@ -160,7 +163,15 @@ pub(crate) const MAX_RECORD: usize = 128 << 20;
 
 /// How record boundaries are found in a stream.
 pub(crate) enum Boundaries {
+    /// Every byte tracked: exact, but one pass over the stream on the
+    /// reader's thread.
     Json(json::Splitter),
+    /// Objects back to back or one per line: cut after the last `}` that
+    /// whitespace and a `{` follow, found from the end of the buffer. Such
+    /// a cut is a boundary unless it sits inside a string (text holding
+    /// `}{`); then the chunk ends inside a record, which its decoder
+    /// reports, and the record is decoded again with the next chunk.
+    Guess,
     Csv(csv::Splitter),
 }
 
@@ -173,12 +184,32 @@ impl Boundaries {
         }
     }
 
-    fn scan(&mut self, bytes: &[u8]) -> Option<(usize, Top)> {
+    /// The last boundary in `buf[from..]`, continuing from earlier calls.
+    fn scan(&mut self, buf: &[u8], from: usize) -> Option<(usize, Top)> {
         match self {
-            Boundaries::Json(s) => s.scan(bytes),
-            Boundaries::Csv(s) => s.scan(bytes).map(|cut| (cut, Top::Between)),
+            Boundaries::Json(s) => s.scan(&buf[from..]).map(|(cut, top)| (from + cut, top)),
+            Boundaries::Guess => guess_cut(buf, from).map(|cut| (cut, Top::Between)),
+            Boundaries::Csv(s) => s.scan(&buf[from..]).map(|cut| (from + cut, Top::Between)),
         }
     }
+}
+
+/// Just after the last `}` in `buf` that whitespace and a `{` at or past
+/// `from` follow.
+fn guess_cut(buf: &[u8], from: usize) -> Option<usize> {
+    let mut end = buf.len();
+    while let Some(open) = memchr::memrchr(b'{', &buf[from..end]).map(|i| from + i) {
+        let before = buf[..open]
+            .iter()
+            .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        if let Some(close) = before
+            && buf[close] == b'}'
+        {
+            return Some(close + 1);
+        }
+        end = open;
+    }
+    None
 }
 
 /// Cuts a stream into chunks of about `target` bytes at record boundaries.
@@ -193,6 +224,10 @@ pub(crate) struct ChunkReader<R> {
     top: Top,
     started: bool,
     done: bool,
+    /// Guess JSON boundaries when the stream starts with an object.
+    guess: bool,
+    /// The stream's first byte was seen and the boundaries chosen.
+    chosen: bool,
 }
 
 /// Reading failed at this offset of the stream.
@@ -214,7 +249,16 @@ impl<R: Read> ChunkReader<R> {
             top: Top::Between,
             started: false,
             done: false,
+            guess: false,
+            chosen: false,
         }
+    }
+
+    /// Guess JSON boundaries (`Boundaries::Guess`) when the stream starts
+    /// with an object.
+    pub fn guessing(mut self, guess: bool) -> Self {
+        self.guess = guess;
+        self
     }
 
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ReadError> {
@@ -253,10 +297,21 @@ impl<R: Read> ChunkReader<R> {
                     base: self.base,
                     top: self.top,
                     last: true,
+                    guessed: false,
                 }));
             }
-            if let Some((cut, top)) = self.splitter.scan(&buf[scan_from..]) {
-                self.cut = Some((scan_from + cut, top));
+            if !self.chosen
+                && let Boundaries::Json(_) = self.splitter
+                && let Some(&first) = buf.iter().find(|b| !b.is_ascii_whitespace())
+            {
+                // Objects: boundaries can be guessed. Arrays are split exactly.
+                self.chosen = true;
+                if first == b'{' && self.guess {
+                    self.splitter = Boundaries::Guess;
+                }
+            }
+            if let Some(cut) = self.splitter.scan(&buf, scan_from) {
+                self.cut = Some(cut);
             }
             if let Some((cut, top)) = self.cut.take() {
                 self.carry = buf[cut..].to_vec();
@@ -266,6 +321,7 @@ impl<R: Read> ChunkReader<R> {
                     base: self.base,
                     top: self.top,
                     last: false,
+                    guessed: matches!(self.splitter, Boundaries::Guess),
                 };
                 self.base += cut as u64;
                 self.top = top;
@@ -324,6 +380,21 @@ mod tests {
             out.push(c);
         }
         out
+    }
+
+    #[test]
+    fn guesses_a_cut_after_the_last_object_followed_by_another() {
+        let buf = b"{\"a\":1}{\"b\":\"x\"} \n {\"c\":2}{\"d\":\"}{";
+        // The last `}{` is inside a string: a wrong guess, which the
+        // decoder of that chunk reports as a record cut short.
+        assert_eq!(guess_cut(buf, 0), Some(33));
+        assert_eq!(guess_cut(&buf[..28], 0), Some(26));
+        // Whitespace may stand between the objects.
+        assert_eq!(guess_cut(&buf[..25], 0), Some(16));
+        assert_eq!(guess_cut(b"{\"a\":1}", 0), None);
+        // Only an opening brace at or past `from` counts.
+        assert_eq!(guess_cut(&buf[..30], 12), Some(26));
+        assert_eq!(guess_cut(&buf[..30], 27), None);
     }
 
     #[test]

@@ -733,6 +733,9 @@ pub(crate) struct Converted {
     pub tally: Option<Tally>,
     /// The lines in `csv` (with a tally).
     pub lines: u64,
+    /// Where an unfinished record starts at the end of a chunk whose end
+    /// was guessed: it goes on in the next chunk.
+    pub tail: Option<usize>,
     row: RowBuf,
     /// Lines counted in `csv` so far, and up to which byte.
     counted: (u64, usize),
@@ -1007,6 +1010,12 @@ impl Mapping {
             let span = match scanner.next_record(&self.selector, &mut caps) {
                 Ok(Some(span)) => span,
                 Ok(None) => break,
+                Err(e) if chunk.guessed && e.kind == json::SyntaxKind::Truncated => {
+                    // The guessed end cut a record: it is read again with
+                    // the next chunk.
+                    done.tail = Some(e.record_start);
+                    break;
+                }
                 Err(e) => {
                     let bad = BadRecord {
                         origin: origin(e.record_start, done.records),
