@@ -20,6 +20,8 @@
 //! `cli` is what the user typed, `config` turns it into resolved settings,
 //! and `run` ties a parsed command line to the library.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod decode;
