@@ -193,7 +193,12 @@ impl Selector {
     }
 
     fn find(&self, node: usize, key: &[u8]) -> Option<&Entry> {
-        self.nodes[node].iter().find(|e| &*e.key == key)
+        // Length and first byte first: most keys are told apart without
+        // a call to memcmp.
+        let first = key.first();
+        self.nodes[node]
+            .iter()
+            .find(|e| e.key.len() == key.len() && e.key.first() == first && *e.key == *key)
     }
 }
 
@@ -263,6 +268,16 @@ mod swar {
         )
     }
 
+    /// As `string_special`, in text known to be valid UTF-8: a quote, a
+    /// backslash or a control character.
+    pub fn string_special_ascii_ok(bytes: &[u8]) -> Option<usize> {
+        find(
+            bytes,
+            |w| eq(w, b'"') | eq(w, b'\\') | (w.wrapping_sub(LO * 0x20) & !w & HI),
+            |b| b == b'"' || b == b'\\' || b < 0x20,
+        )
+    }
+
     /// The first quote or backslash.
     pub fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
         find(
@@ -295,6 +310,8 @@ pub(crate) struct Scanner<'a> {
     key: Option<(usize, usize)>,
     stack: Vec<u8>,
     scratch: Vec<u8>,
+    /// The whole buffer is known to be valid UTF-8: strings need no check.
+    utf8_valid: bool,
 }
 
 type Res<T> = Result<T, SyntaxError>;
@@ -321,7 +338,15 @@ impl<'a> Scanner<'a> {
             key: None,
             stack: Vec::new(),
             scratch: Vec::new(),
+            utf8_valid: false,
         }
+    }
+
+    /// The caller checked that the whole buffer is valid UTF-8, so strings
+    /// are scanned without checking it again.
+    pub fn utf8_checked(mut self) -> Self {
+        self.utf8_valid = true;
+        self
     }
 
     /// After a syntax error in the record (or stray bytes) at `start`, found
@@ -680,7 +705,12 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         loop {
             let rest = &self.buf[self.pos..];
-            self.pos += swar::string_special(rest).unwrap_or(rest.len());
+            let special = if self.utf8_valid {
+                swar::string_special_ascii_ok(rest)
+            } else {
+                swar::string_special(rest)
+            };
+            self.pos += special.unwrap_or(rest.len());
             let Some(&b) = self.buf.get(self.pos) else {
                 return Err(self.eof("inside a string"));
             };
@@ -1158,8 +1188,11 @@ mod tests {
     fn swar_finds_the_first_byte_of_interest() {
         type Find = fn(&[u8]) -> Option<usize>;
         type Slow = fn(u8) -> bool;
-        let cases: [(Find, Slow); 3] = [
+        let cases: [(Find, Slow); 4] = [
             (swar::string_special, |b| STRING_CLASS[b as usize] != 0),
+            (swar::string_special_ascii_ok, |b| {
+                matches!(STRING_CLASS[b as usize], 1..=3)
+            }),
             (swar::quote_or_backslash, |b| b == b'"' || b == b'\\'),
             (swar::quote_or_bracket, |b| b"\"{}[]".contains(&b)),
         ];

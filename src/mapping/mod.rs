@@ -1002,7 +1002,12 @@ impl Mapping {
         let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len(), opts);
         let mut caps = vec![Capture::default(); self.selector.slots()];
+        // One check of the whole chunk (SIMD) instead of one per string.
+        let text = simdutf8::basic::from_utf8(buf).ok();
         let mut scanner = json::Scanner::new(buf, chunk.top);
+        if text.is_some() {
+            scanner = scanner.utf8_checked();
+        }
         let origin = |at: usize, row: u64| {
             Origin::in_stream(object, chunk.base + at as u64, row, decompressed)
         };
@@ -1030,7 +1035,7 @@ impl Mapping {
                     continue;
                 }
             };
-            let cell = |slot: usize| caps[slot].value.map(|v| Cell::from_json(v, buf));
+            let cell = |slot: usize| caps[slot].value.map(|v| Cell::from_json_in(v, buf, text));
             let row = done.records;
             let raw = &buf[span.0..span.1];
             self.push_row(&mut done, cell, opts, || origin(span.0, row), raw)?;

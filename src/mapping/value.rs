@@ -46,15 +46,26 @@ pub(crate) enum Cell<'a> {
 impl<'a> Cell<'a> {
     /// The cell for a JSON value the scanner found in `buf`.
     pub fn from_json(value: Value, buf: &'a [u8]) -> Self {
+        Cell::from_json_in(value, buf, None)
+    }
+
+    /// As `from_json`, with `text` the whole of `buf` when it is known to
+    /// be valid UTF-8, so that values are sliced from it without another
+    /// check.
+    pub fn from_json_in(value: Value, buf: &'a [u8], text: Option<&'a str>) -> Self {
         let raw = value.bytes(buf);
+        let as_text = || match text.and_then(|t| t.get(value.start..value.end)) {
+            Some(s) => Some(s),
+            None => std::str::from_utf8(raw).ok(),
+        };
         match value.kind {
-            Kind::Str { escaped: false } => match std::str::from_utf8(raw) {
-                Ok(s) => Cell::Str(Cow::Borrowed(s)),
-                Err(_) => Cell::JsonStr(raw),
+            Kind::Str { escaped: false } => match as_text() {
+                Some(s) => Cell::Str(Cow::Borrowed(s)),
+                None => Cell::JsonStr(raw),
             },
             Kind::Str { escaped: true } => Cell::JsonStr(raw),
             Kind::Num { integer } => Cell::Number {
-                text: Cow::Borrowed(std::str::from_utf8(raw).unwrap_or("")),
+                text: Cow::Borrowed(as_text().unwrap_or("")),
                 integer,
             },
             Kind::True => Cell::Bool(true),
