@@ -625,24 +625,24 @@ impl Mapping {
                         field.name
                     ));
                 }
-                write_text(scratch, n)
+                write_int(scratch, n)
             }
             ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number) => {
                 match value::shortest_as_written(cell) {
                     Some(text) => text,
                     None => {
                         let x = value::float(cell, scratch)?;
-                        write_text(scratch, x)
+                        write_float(scratch, x)
                     }
                 }
             }
             ValueRule::Reserved(Rule::Integer) => {
                 let n = value::integer(cell, scratch)?;
-                write_text(scratch, n)
+                write_int(scratch, n)
             }
             ValueRule::Reserved(Rule::Timestamp) => {
                 let secs = value::timestamp(cell, scratch, self.timestamp_unit)?;
-                write_text(scratch, secs)
+                write_int(scratch, secs)
             }
             ValueRule::Reserved(Rule::Id) => {
                 let id = value::id(cell, scratch)?;
@@ -679,6 +679,30 @@ impl Mapping {
 fn write_text(scratch: &mut Scratch, value: impl std::fmt::Display) -> &str {
     scratch.text.clear();
     let _ = write!(scratch.text, "{value}");
+    &scratch.text
+}
+
+fn write_int(scratch: &mut Scratch, n: i64) -> &str {
+    scratch.text.clear();
+    scratch.text.push_str(itoa::Buffer::new().format(n));
+    &scratch.text
+}
+
+/// A finite float as `Display` writes it (shortest digits, never an
+/// exponent, no `.0`), through ryu's faster shortest-digit search.
+fn write_float(scratch: &mut Scratch, x: f64) -> &str {
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(x);
+    // With 16 digits or more the two may pick different digits among
+    // equally short ones, and ryu writes exponents: Display decides then.
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    if digits >= 16 || text.contains('e') {
+        return write_text(scratch, x);
+    }
+    scratch.text.clear();
+    scratch
+        .text
+        .push_str(text.strip_suffix(".0").unwrap_or(text));
     &scratch.text
 }
 
@@ -1058,6 +1082,44 @@ impl Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_are_written_as_display_writes_them() {
+        let mut x = 0x853C_49E6_748F_EA9Bu64;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            4.0,
+            0.1,
+            50.62,
+            1e15,
+            1e16,
+            1e-5,
+            1e-7,
+            1e300,
+            f64::MAX,
+        ];
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            if v.is_finite() {
+                values.push(v);
+            }
+            // Random bits within the range ryu serves, at every exponent.
+            let exp = (x >> 52) % 80;
+            values.push(f64::from_bits(
+                (x & 0x000F_FFFF_FFFF_FFFF) | ((1023 - 20 + exp) << 52),
+            ));
+            values.push((x % 1_000_000) as f64 / 100.0);
+        }
+        let mut scratch = Scratch::default();
+        for v in values {
+            assert_eq!(write_float(&mut scratch, v), format!("{v}"));
+        }
+    }
 
     #[test]
     fn closest_names_share_a_stem() {
