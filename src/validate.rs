@@ -203,6 +203,10 @@ pub(crate) struct RowRules {
     fields: Vec<Field>,
     /// What each column is to the rules, resolved once.
     roles: Vec<Role>,
+    /// The values were written by `convert` in their field's type (its
+    /// value rules parse and format every number), so `value-type` cannot
+    /// fail and is not parsed for again.
+    typed: bool,
 }
 
 /// A column's part in the rules.
@@ -236,6 +240,7 @@ impl RowRules {
             file: file.to_string(),
             fields,
             roles,
+            typed: false,
         }
     }
 
@@ -254,7 +259,10 @@ impl RowRules {
                 textual: f.textual,
             })
             .collect();
-        RowRules::new(file, fields, schema.dataset)
+        RowRules {
+            typed: true,
+            ..RowRules::new(file, fields, schema.dataset)
+        }
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -308,15 +316,17 @@ impl RowRules {
         };
         let role = self.roles[col];
         let timestamp = matches!(role, Role::Timestamp | Role::CreationTimestamp);
-        let long = (timestamp || matches!(field.ty, AvroType::Int | AvroType::Long))
+        let integer = !self.typed && matches!(field.ty, AvroType::Int | AvroType::Long);
+        let long = (timestamp || integer)
             .then(|| text.parse::<i64>().ok())
             .flatten();
-        let parses = match field.ty {
-            AvroType::Int => long.is_some_and(|n| i32::try_from(n).is_ok()),
-            AvroType::Long => long.is_some(),
-            AvroType::Float | AvroType::Double => number_shape(text).is_some(),
-            AvroType::String => true,
-        };
+        let parses = self.typed
+            || match field.ty {
+                AvroType::Int => long.is_some_and(|n| i32::try_from(n).is_ok()),
+                AvroType::Long => long.is_some(),
+                AvroType::Float | AvroType::Double => number_shape(text).is_some(),
+                AvroType::String => true,
+            };
         if !parses {
             out.at(
                 "value-type",

@@ -997,7 +997,7 @@ impl Mapping {
                 message: e,
             })?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut done = Converted::new(self.fields.len(), rows * 32, opts);
+        let mut done = Converted::new(self.fields.len(), rows * 96, opts);
         for batch in &batches {
             let columns: Vec<_> = self
                 .paths

@@ -74,7 +74,9 @@ impl AtomicFile {
         Ok(AtomicFile {
             path: path.to_path_buf(),
             tmp,
-            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            // Small: a chunk's rows (hundreds of KiB) are written straight
+            // through instead of copied into the buffer first.
+            file: Some(BufWriter::with_capacity(64 << 10, file)),
             created,
         })
     }
