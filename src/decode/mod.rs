@@ -274,6 +274,8 @@ impl<R: Read> ChunkReader<R> {
             } else {
                 self.target.max(4)
             };
+            // Room for the whole read up front: no growing by copies.
+            buf.reserve(want + 64);
             let read = (&mut self.inner)
                 .take(want as u64)
                 .read_to_end(&mut buf)
