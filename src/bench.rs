@@ -64,6 +64,7 @@ impl Converter {
             top: Top::Between,
             last: true,
             guessed: false,
+            end_top: Top::Between,
         };
         let opts = RowOptions {
             dialect: Dialect::Personalize,

@@ -1235,12 +1235,23 @@ impl Run<'_> {
         let (object, json) = match item {
             Done::Rows { object, json, .. } | Done::Failed { object, json, .. } => (object, json),
         };
-        let Some((next, decompressed)) = json else {
+        let name = &self.objects[object].name;
+        let Some((next, decompressed)) =
+            json.filter(|(next, _)| next.base == start.base + start.bytes.len() as u64)
+        else {
             return Err(Error::Decode {
-                key: self.objects[object].name.clone(),
-                message: "internal: a cut record is not followed by a JSON chunk".into(),
+                key: name.clone(),
+                message: "internal: a cut record is not followed by the next chunk".into(),
             });
         };
+        // As when cutting exactly: a record may not grow past MAX_RECORD.
+        if start.bytes.len() > decode::MAX_RECORD {
+            return Err(Error::Read {
+                key: name.clone(),
+                what: format!("cannot read at byte {}", start.base),
+                source: decode::record_too_large(),
+            });
+        }
         let mut bytes = start.bytes;
         bytes.extend_from_slice(&next.bytes);
         let joined = Chunk {
@@ -1249,6 +1260,7 @@ impl Run<'_> {
             top: start.top,
             last: next.last,
             guessed: next.guessed,
+            end_top: next.end_top,
         };
         let mapping = self.mapping.get().expect("resolved before any chunk");
         let rules = rules_for(self.rules, self.cfg, mapping);
@@ -1257,7 +1269,6 @@ impl Run<'_> {
             skip: self.cfg.skip,
             rules: rules.as_deref(),
         };
-        let name = &self.objects[object].name;
         let work = Work::Chunk(Decoder::Json, joined);
         Ok(convert_work(
             mapping,
@@ -1294,9 +1305,16 @@ fn write_all(
         while let Some(item) = pending.remove(&next) {
             next += 1;
             let _ = permits.recv();
-            let item = match cut.take() {
-                None => item,
-                Some(start) => run.rejoin(start, item)?,
+            let item = match (cut.take(), item) {
+                (None, item) => item,
+                // Reading the next chunk failed: that is the error to report.
+                (
+                    Some(_),
+                    Done::Failed {
+                        json: None, error, ..
+                    },
+                ) => return Err(error),
+                (Some(start), item) => run.rejoin(start, item)?,
             };
             match item {
                 Done::Failed { object, error, .. } => {
@@ -1317,13 +1335,14 @@ fn write_all(
                     last,
                     json,
                 } => {
-                    if let (Some(at), Some((chunk, _))) = (converted.tail, &json) {
+                    if let (Some((at, top)), Some((chunk, _))) = (converted.tail, &json) {
                         cut = Some(Chunk {
                             bytes: chunk.bytes[at..].to_vec(),
                             base: chunk.base + at as u64,
-                            top: decode::json::Top::Between,
+                            top,
                             last: false,
                             guessed: true,
+                            end_top: chunk.end_top,
                         });
                     }
                     if !stats.header_written {
@@ -1351,7 +1370,7 @@ fn write_all(
                     if let Some(tally) = converted.tally {
                         stats.tally.merge(tally, stats.lines);
                     }
-                    stats.lines += converted.lines;
+                    stats.lines += converted.rows;
                     stats.records += converted.records;
                     stats.rows += converted.rows;
                     for (s, c) in stats.seen.iter_mut().zip(&converted.seen) {
@@ -1367,6 +1386,12 @@ fn write_all(
                 }
             }
         }
+    }
+    if cut.is_some() {
+        return Err(Error::Decode {
+            key: String::new(),
+            message: "internal: a record cut at a chunk's end was never finished".into(),
+        });
     }
     out.rejects.check(stats, true)
 }

@@ -155,11 +155,26 @@ pub(crate) struct Chunk {
     /// The chunk ends at a guessed boundary (see `Boundaries::Guess`): an
     /// unfinished record at its end goes on in the next chunk.
     pub guessed: bool,
+    /// The top-level state assumed where the chunk ends (the next chunk's
+    /// `top`); a guessed chunk that ends in another state is read again
+    /// with the next one.
+    pub end_top: Top,
 }
 
 /// A record may not grow past this: a stream that never closes its first
 /// object must not take all memory.
 pub(crate) const MAX_RECORD: usize = 128 << 20;
+
+/// The error for a record past `MAX_RECORD`.
+pub(crate) fn record_too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "a record is larger than {} MiB (are quotes or brackets unbalanced?)",
+            MAX_RECORD >> 20
+        ),
+    )
+}
 
 /// How record boundaries are found in a stream.
 pub(crate) enum Boundaries {
@@ -188,7 +203,7 @@ impl Boundaries {
     fn scan(&mut self, buf: &[u8], from: usize) -> Option<(usize, Top)> {
         match self {
             Boundaries::Json(s) => s.scan(&buf[from..]).map(|(cut, top)| (from + cut, top)),
-            Boundaries::Guess => guess_cut(buf, from).map(|cut| (cut, Top::Between)),
+            Boundaries::Guess => guess_cut(buf, from),
             Boundaries::Csv(s) => s.scan(&buf[from..]).map(|cut| (from + cut, Top::Between)),
         }
     }
@@ -196,16 +211,24 @@ impl Boundaries {
 
 /// Just after the last `}` in `buf` that whitespace and a `{` at or past
 /// `from` follow.
-fn guess_cut(buf: &[u8], from: usize) -> Option<usize> {
+/// Between two elements of a top-level array (`},{`) the cut goes before
+/// the comma, and what follows starts after an element.
+fn guess_cut(buf: &[u8], from: usize) -> Option<(usize, Top)> {
+    let last_solid = |upto: usize| {
+        buf[..upto]
+            .iter()
+            .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    };
     let mut end = buf.len();
     while let Some(open) = memchr::memrchr(b'{', &buf[from..end]).map(|i| from + i) {
-        let before = buf[..open]
-            .iter()
-            .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-        if let Some(close) = before
-            && buf[close] == b'}'
-        {
-            return Some(close + 1);
+        match last_solid(open).map(|i| (i, buf[i])) {
+            Some((close, b'}')) => return Some((close + 1, Top::Between)),
+            Some((comma, b',')) => {
+                if let Some(close) = last_solid(comma).filter(|&i| buf[i] == b'}') {
+                    return Some((close + 1, Top::ArrayAfterElement));
+                }
+            }
+            _ => {}
         }
         end = open;
     }
@@ -275,7 +298,7 @@ impl<R: Read> ChunkReader<R> {
                 self.target.max(4)
             };
             // Room for the whole read up front: no growing by copies.
-            buf.reserve(want + 64);
+            buf.reserve(want.saturating_add(64).min(MAX_RECORD));
             let read = (&mut self.inner)
                 .take(want as u64)
                 .read_to_end(&mut buf)
@@ -300,6 +323,7 @@ impl<R: Read> ChunkReader<R> {
                     top: self.top,
                     last: true,
                     guessed: false,
+                    end_top: Top::Between,
                 }));
             }
             if !self.chosen
@@ -324,6 +348,7 @@ impl<R: Read> ChunkReader<R> {
                     top: self.top,
                     last: false,
                     guessed: matches!(self.splitter, Boundaries::Guess),
+                    end_top: top,
                 };
                 self.base += cut as u64;
                 self.top = top;
@@ -332,13 +357,7 @@ impl<R: Read> ChunkReader<R> {
             if buf.len() > MAX_RECORD {
                 return Err(ReadError {
                     offset: self.base,
-                    error: io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "a record is larger than {} MiB (are quotes or brackets unbalanced?)",
-                            MAX_RECORD >> 20
-                        ),
-                    ),
+                    error: record_too_large(),
                 });
             }
         }
@@ -387,16 +406,22 @@ mod tests {
     #[test]
     fn guesses_a_cut_after_the_last_object_followed_by_another() {
         let buf = b"{\"a\":1}{\"b\":\"x\"} \n {\"c\":2}{\"d\":\"}{";
+        let between = |at| Some((at, Top::Between));
         // The last `}{` is inside a string: a wrong guess, which the
         // decoder of that chunk reports as a record cut short.
-        assert_eq!(guess_cut(buf, 0), Some(33));
-        assert_eq!(guess_cut(&buf[..28], 0), Some(26));
+        assert_eq!(guess_cut(buf, 0), between(33));
+        assert_eq!(guess_cut(&buf[..28], 0), between(26));
         // Whitespace may stand between the objects.
-        assert_eq!(guess_cut(&buf[..25], 0), Some(16));
+        assert_eq!(guess_cut(&buf[..25], 0), between(16));
         assert_eq!(guess_cut(b"{\"a\":1}", 0), None);
         // Only an opening brace at or past `from` counts.
-        assert_eq!(guess_cut(&buf[..30], 12), Some(26));
+        assert_eq!(guess_cut(&buf[..30], 12), between(26));
         assert_eq!(guess_cut(&buf[..30], 27), None);
+        // Between array elements: before the comma.
+        assert_eq!(
+            guess_cut(b"[{\"a\":1}, {\"b\":2}", 0),
+            Some((8, Top::ArrayAfterElement))
+        );
     }
 
     #[test]

@@ -732,14 +732,6 @@ impl Converted {
             ..Converted::default()
         }
     }
-
-    /// Done: counts the lines of `csv` when they are checked.
-    fn finish(mut self) -> Self {
-        if self.tally.is_some() {
-            self.lines = memchr::memchr_iter(b'\n', &self.csv).count() as u64;
-        }
-        self
-    }
 }
 
 /// The rows of one chunk, ready for the writer.
@@ -753,16 +745,14 @@ pub(crate) struct Converted {
     /// Bad records set aside (`--on-error skip`).
     pub rejects: Vec<Reject>,
     /// The output check over these rows, lines counted from the chunk's
-    /// first (with `RowOptions::rules`).
+    /// first (with `RowOptions::rules`). A row is one line: `push_field`
+    /// writes line breaks in values as spaces.
     pub tally: Option<Tally>,
-    /// The lines in `csv` (with a tally).
-    pub lines: u64,
     /// Where an unfinished record starts at the end of a chunk whose end
-    /// was guessed: it goes on in the next chunk.
-    pub tail: Option<usize>,
+    /// was guessed, and the top-level state there: it goes on in the next
+    /// chunk.
+    pub tail: Option<(usize, json::Top)>,
     row: RowBuf,
-    /// Lines counted in `csv` so far, and up to which byte.
-    counted: (u64, usize),
 }
 
 /// Buffers reused from row to row: the value being converted and, for the
@@ -843,7 +833,6 @@ impl Mapping {
         raw: &[u8],
     ) -> Result<()> {
         done.records += 1;
-        let row_start = done.csv.len();
         let written = self.write_row(
             cell,
             &mut done.row,
@@ -855,15 +844,8 @@ impl Mapping {
             Ok(()) => {
                 done.rows += 1;
                 if let (Some(rules), Some(tally)) = (opts.rules, &mut done.tally) {
-                    let (csv, counted) = (&done.csv, &mut done.counted);
-                    // The row's line, counted only when a finding needs it.
-                    let mut line = || {
-                        let (lines, upto) = *counted;
-                        let more = memchr::memchr_iter(b'\n', &csv[upto..row_start]).count();
-                        *counted = (lines + more as u64, row_start);
-                        counted.0 + 1
-                    };
-                    rules.row(done.row.values(), tally, &mut line);
+                    let line = done.rows;
+                    rules.row(done.row.values(), tally, &mut || line);
                 }
                 Ok(())
             }
@@ -971,7 +953,7 @@ impl Mapping {
             let row = done.records;
             self.push_row(&mut done, cell, opts, || origin(before, row), raw)?;
         }
-        Ok(done.finish())
+        Ok(done)
     }
 
     /// Decodes one Parquet row group (its mapped columns only) and converts
@@ -1010,7 +992,7 @@ impl Mapping {
                 self.push_row(&mut done, cell, opts, || origin(at), b"")?;
             }
         }
-        Ok(done.finish())
+        Ok(done)
     }
 
     /// Decodes a chunk of JSON records and converts each into a CSV row. A
@@ -1039,10 +1021,21 @@ impl Mapping {
             let span = match scanner.next_record(&self.selector, &mut caps) {
                 Ok(Some(span)) => span,
                 Ok(None) => break,
-                Err(e) if chunk.guessed && e.kind == json::SyntaxKind::Truncated => {
-                    // The guessed end cut a record: it is read again with
-                    // the next chunk.
-                    done.tail = Some(e.record_start);
+                // The guessed end cut a record (it ends inside it, or the
+                // record does not close before it): the record is read
+                // again with the next chunk, as an element when it is one.
+                Err(e)
+                    if chunk.guessed
+                        && (e.kind == json::SyntaxKind::Truncated
+                            || json::Splitter::default()
+                                .first_end(&buf[e.record_start..])
+                                .is_none()) =>
+                {
+                    let top = match scanner.top() {
+                        json::Top::Between => json::Top::Between,
+                        _ => json::Top::ArrayStart,
+                    };
+                    done.tail = Some((e.record_start, top));
                     break;
                 }
                 Err(e) => {
@@ -1064,7 +1057,11 @@ impl Mapping {
             let raw = &buf[span.0..span.1];
             self.push_row(&mut done, cell, opts, || origin(span.0, row), raw)?;
         }
-        if chunk.last && scanner.top() != json::Top::Between {
+        if done.tail.is_none() && chunk.guessed && scanner.top() != chunk.end_top {
+            // The guess assumed another state where the chunk ends (an
+            // array opened or closed): what follows is read again from here.
+            done.tail = Some((scanner.pos(), scanner.top()));
+        } else if chunk.last && scanner.top() != json::Top::Between {
             let at = scanner.pos();
             let bad = BadRecord {
                 origin: origin(at, done.records),
@@ -1075,7 +1072,7 @@ impl Mapping {
             done.records += 1;
             reject(&mut done, opts, bad, b"")?;
         }
-        Ok(done.finish())
+        Ok(done)
     }
 }
 

@@ -325,7 +325,9 @@ pub(crate) fn shortest_as_written<'s>(cell: &'s Cell) -> Option<&'s str> {
     }
     let all = int.iter().chain(frac.unwrap_or_default());
     let significant = all.skip_while(|&&d| d == b'0').count();
-    (significant <= 15).then_some(text)
+    // Short texts only: far from 1 an f64 cannot hold the digits (0.000…1
+    // past 1e-308 is 0), and the common values are short.
+    (significant <= 15 && text.len() <= 24).then_some(text)
 }
 
 pub(crate) fn integer(cell: &Cell, scratch: &mut Scratch) -> Result<i64, String> {

@@ -29,7 +29,8 @@ impl FromStr for Dialect {
     }
 }
 
-/// Appends one field's text to a row.
+/// Appends one field's text to a row. Line breaks become spaces, so a row
+/// is always one line (the output check counts lines by rows).
 pub(crate) fn push_field(out: &mut Vec<u8>, text: &str, dialect: Dialect) {
     let bytes = text.as_bytes();
     let special = |b: &u8| match b {

@@ -741,3 +741,79 @@ fn the_check_made_while_converting_finds_what_validate_finds() {
         "{reference}"
     );
 }
+
+#[test]
+fn guessed_chunk_ends_change_nothing_even_on_mixed_and_broken_input() {
+    // Boundaries are guessed from the second object on: text holding `}{`
+    // makes wrong guesses, a top-level array between objects has no `}{`
+    // for a while, and bad records (one straddling a `}{` in its text)
+    // are set aside. Every chunk size must give what whole objects give.
+    let wd = Workdir::new();
+    wd.write(
+        "input/a.json",
+        r#"{"user_id":"u0","item_id":"i0","ts":1600000000,"note":"x"}"#,
+    );
+    let record = |i: usize| {
+        format!(
+            r#"{{"user_id":"u{}","item_id":"i{i}","ts":{},"note":"a }}{{ b }}{{ {}"}}"#,
+            i % 7,
+            1_600_000_000 + i,
+            "z".repeat(i % 50)
+        )
+    };
+    let mut body = String::new();
+    for i in 0..40 {
+        body.push_str(&record(i));
+    }
+    body.push_str("\n[");
+    for i in 40..80 {
+        if i > 40 {
+            body.push(',');
+        }
+        body.push_str(&record(i));
+    }
+    body.push_str("]\n");
+    body.push_str(r#"{"user_id":"bad","item_id":"x","ts":tru,"note":"a}{b","n":{"user_id":"FAKE","item_id":"f","ts":1}}"#);
+    for i in 80..120 {
+        body.push_str(&record(i));
+    }
+    body.push_str(r#"{"user_id":"u1","item_id":"i1","ts":"never"}"#);
+    for i in 120..140 {
+        body.push_str(&record(i));
+    }
+    wd.write("input/b.json", body);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "input",
+            "--map",
+            "TIMESTAMP=ts",
+            "--on-error",
+            "skip",
+            "--rejects",
+            "rejects.ndjson",
+            "-o",
+            "-",
+            "-q",
+        ];
+        args.extend(extra);
+        let run = wd.run(&args);
+        run.assert_code(0);
+        (run.stdout_text(), wd.read("rejects.ndjson"))
+    };
+    let (rows, rejects) = run(&[]);
+    assert_eq!(rows.lines().count(), 1 + 1 + 140);
+    assert!(!rows.contains("FAKE"), "{rows}");
+    assert_eq!(rejects.lines().count(), 2, "{rejects}");
+    for size in ["1", "7", "40", "100", "150", "333", "1000"] {
+        for threads in ["1", "2"] {
+            let got = run(&["--chunk-bytes", size, "--threads", threads]);
+            assert!(
+                got == (rows.clone(), rejects.clone()),
+                "chunk bytes {size}, threads {threads}:\n{}\n{}",
+                got.0,
+                got.1
+            );
+        }
+    }
+}
