@@ -817,3 +817,37 @@ fn guessed_chunk_ends_change_nothing_even_on_mixed_and_broken_input() {
         }
     }
 }
+
+#[test]
+fn a_field_inferred_as_a_number_is_not_held_to_the_string_limits() {
+    // The workers check rows before types are settled; a field that ends
+    // up a number must not keep the string rules' findings.
+    let wd = Workdir::new();
+    wd.write(
+        "input/a.json",
+        format!(
+            r#"{{"user_id":"u","item_id":"i","ts":1600000000,"n":1{}}}{{"user_id":"u","item_id":"i","ts":1600000001,"n":5}}"#,
+            "2".repeat(1500)
+        ),
+    );
+    let run = wd.run(&[
+        "convert",
+        "input",
+        "--map",
+        "TIMESTAMP=ts",
+        "--map",
+        "N=n",
+        "-o",
+        "out/",
+        "-q",
+    ]);
+    run.assert_code(0);
+    assert_eq!(run.stderr, "");
+    let validated = wd.run(&[
+        "validate",
+        "out/interactions.csv",
+        "--schema",
+        "out/interactions.avsc",
+    ]);
+    validated.assert_code(0);
+}
