@@ -1062,9 +1062,8 @@ struct WriterStats {
     rejected_total: u64,
     /// Rows dropped by `--dedupe`.
     duplicates: u64,
-    /// The output check over the rows written, and the lines written.
+    /// The output check over the rows written.
     tally: Tally,
-    lines: u64,
 }
 
 /// `--dedupe` for `mapping`: the last row per id for users, items and
@@ -1349,7 +1348,6 @@ fn write_all(
                         let m = mapping.get().expect("resolved before any chunk");
                         write_header(&mut out.csv, &m.schema(&[]))?;
                         stats.header_written = true;
-                        stats.lines = 1;
                         stats.seen = vec![0; m.fields.len()];
                         if let Some(dialect) = out.dedupe_dialect {
                             out.dedupe = Some(dedupe_for(m, dialect)?);
@@ -1368,9 +1366,9 @@ fn write_all(
                         }
                     }
                     if let Some(tally) = converted.tally {
-                        stats.tally.merge(tally, stats.lines);
+                        // A row per line, after the header.
+                        stats.tally.merge(tally, 1 + stats.rows);
                     }
-                    stats.lines += converted.rows;
                     stats.records += converted.records;
                     stats.rows += converted.rows;
                     for (s, c) in stats.seen.iter_mut().zip(&converted.seen) {

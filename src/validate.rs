@@ -269,13 +269,13 @@ impl RowRules {
         self.fields.len()
     }
 
-    /// Checks one row of `columns()` values (`""` for an empty field);
-    /// `line` gives the row's line when a finding needs it.
+    /// Checks one row of `columns()` values (`""` for an empty field) on
+    /// `line`.
     pub(crate) fn row<'t>(
         &self,
         values: impl Iterator<Item = &'t str>,
         tally: &mut Tally,
-        line: &mut dyn FnMut() -> u64,
+        line: u64,
     ) {
         tally.stats.rows += 1;
         if tally.stats.filled.len() < self.fields.len() {
@@ -286,13 +286,13 @@ impl RowRules {
         }
     }
 
-    fn value(&self, col: usize, text: &str, tally: &mut Tally, line: &mut dyn FnMut() -> u64) {
+    fn value(&self, col: usize, text: &str, tally: &mut Tally, line: u64) {
         use Severity::Error as E;
         let field = &self.fields[col];
         let (stats, out) = (&mut tally.stats, &mut tally.findings);
-        let mut at = || Location {
+        let at = || Location {
             file: self.file.clone(),
-            line: line(),
+            line,
             column: col + 1,
         };
         if text.is_empty() {
@@ -1008,7 +1008,7 @@ fn check_csv(
         }
         let values: Vec<std::borrow::Cow<str>> =
             record.iter().map(String::from_utf8_lossy).collect();
-        rules.row(values.iter().map(|v| v.as_ref()), tally, &mut || line);
+        rules.row(values.iter().map(|v| v.as_ref()), tally, line);
     }
 }
 

@@ -844,8 +844,8 @@ impl Mapping {
             Ok(()) => {
                 done.rows += 1;
                 if let (Some(rules), Some(tally)) = (opts.rules, &mut done.tally) {
-                    let line = done.rows;
-                    rules.row(done.row.values(), tally, &mut || line);
+                    // One line per row: the chunk's first row is its line 1.
+                    rules.row(done.row.values(), tally, done.rows);
                 }
                 Ok(())
             }
