@@ -15,6 +15,11 @@ Examples:
   personalize-prep convert raw/ --map USER_ID=user.id --map ITEM_ID=sku \\
       --columns ITEM_ID,USER_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP -o interactions.csv
 
+  # From cron: only what is new since the last run, one folder per run
+  # (s3://prep/interactions/<run-id>/part-00000.csv, an INCREMENTAL import)
+  personalize-prep convert s3://raw/useritem/ -o s3://prep/ \\
+      --state s3://prep/state/interactions.json --lock-timeout 2h
+
   # Items with metadata: a categorical list, a price, a description
   personalize-prep convert items.ndjson.gz --dataset items --map ITEM_ID=id \\
       --map GENRES=genres --map PRICE=price --type PRICE=float \\
@@ -162,6 +167,40 @@ pub struct ConvertArgs {
     #[arg(long, help_heading = "Run")]
     pub dry_run: bool,
 
+    /// Keep a manifest of converted objects in FILE or URL: each run converts
+    /// only new objects, into its own folder DEST/<dataset>/<run-id>/ (one
+    /// INCREMENTAL import), and redoes a run a crash left pending first.
+    #[arg(long, value_name = "FILE|URL", help_heading = "Repeated runs")]
+    pub state: Option<String>,
+
+    /// Take over a lock on --state older than this (e.g. 30m, 2h, 1d).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "state",
+        help_heading = "Repeated runs"
+    )]
+    pub lock_timeout: Option<String>,
+
+    /// Remove the lock on --state, whoever holds it, then run.
+    #[arg(long, requires = "state", help_heading = "Repeated runs")]
+    pub break_lock: bool,
+
+    /// With --state: cut a delta into run folders of at most SIZE each
+    /// (default 1GB, Personalize's INCREMENTAL import limit).
+    #[arg(
+        long,
+        value_name = "SIZE",
+        requires = "state",
+        help_heading = "Repeated runs"
+    )]
+    pub max_import_size: Option<String>,
+
+    /// Split the CSV into parts of at most SIZE, each with the header
+    /// (KB MB GB are powers of ten, KiB MiB GiB of two).
+    #[arg(long, value_name = "SIZE", help_heading = "Output")]
+    pub max_file_size: Option<String>,
+
     /// Progress bar on stderr: auto shows it when stderr is a terminal.
     #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"], help_heading = "Run")]
     pub progress: String,
@@ -185,6 +224,16 @@ pub struct InputArgs {
     /// Skip objects whose key under SOURCE matches GLOB (repeatable).
     #[arg(long, value_name = "GLOB", help_heading = "Input")]
     pub exclude: Vec<String>,
+
+    /// Only objects from this time on (inclusive): RFC 3339 or YYYY/MM/DD/HH,
+    /// matched against the Firehose hour partition in the key
+    /// (.../YYYY/MM/DD/HH/...), else the object's modification time.
+    #[arg(long, value_name = "TIME", help_heading = "Input")]
+    pub since: Option<String>,
+
+    /// Only objects before this time (exclusive); as --since.
+    #[arg(long, value_name = "TIME", help_heading = "Input")]
+    pub until: Option<String>,
 
     /// Objects fetched from object storage at once (default 8).
     #[arg(long, value_name = "N", help_heading = "Input")]

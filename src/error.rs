@@ -124,6 +124,11 @@ pub enum Error {
     #[error("{key}: {message}")]
     Decode { key: String, message: String },
 
+    /// The `--state` of repeated runs cannot be used (held by another run,
+    /// unreadable, for another dataset, a pending run that cannot be redone).
+    #[error("{target}: {message}")]
+    State { target: String, message: String },
+
     /// The process could not set up what a run needs (the I/O runtime).
     #[error("{what}")]
     Setup {

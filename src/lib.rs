@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod failpoint;
 pub mod inspect;
 pub mod mapping;
 pub mod pipeline;
@@ -33,6 +34,7 @@ pub mod progress;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod validate;
 
 use std::io::Write;
@@ -50,31 +52,49 @@ use config::{ConvertConfig, InspectConfig, SchemaConfig};
 fn check_output(
     cfg: &ConvertConfig,
     summary: &mut pipeline::Summary,
+    mode: validate::ImportMode,
 ) -> Result<Option<validate::Report>> {
-    let name = summary.outputs.first().cloned().unwrap_or_default();
+    let split = summary.parts.len() > 1;
+    let name = match summary.parts.as_slice() {
+        [one] => one.name.clone(),
+        _ => String::new(),
+    };
+    // Each folder is one import: the size limit applies to the largest.
+    let mut folders = std::collections::BTreeMap::new();
+    for p in &summary.parts {
+        *folders.entry(p.folder).or_insert(0u64) += p.bytes;
+    }
+    let bytes = folders.values().copied().max().unwrap_or(0);
     let validator = validate::Validator {
         dataset: Some(cfg.mapping.dataset),
         dialect: Some(cfg.dialect),
         domain: cfg.domain,
-        mode: validate::ImportMode::Full,
+        mode,
         limits: validate::Limits::default(),
     };
-    let report = if let Some(tally) = summary.tally.take() {
-        validator.after_convert(
-            &name,
-            &summary.schema,
-            tally,
-            summary.csv_bytes,
-            cfg.dialect,
-        )
+    let mut report = if let Some(tally) = summary.tally.take() {
+        validator.after_convert(&name, &summary.schema, tally, bytes, cfg.dialect)
     } else {
         let path = match (&cfg.csv, &summary.copy) {
-            (Some(config::CsvDest::File(config::Target::Local(path))), _) => path.clone(),
             (_, Some(copy)) => copy.to_path_buf(),
+            (Some(config::CsvDest::File(config::Target::Local(path))), _) => path.clone(),
             _ => return Ok(None),
         };
         validator.run_named(&[(path, name)], Some(&summary.schema))?
     };
+    if split {
+        // Lines were counted over the rows of the whole run under one
+        // header: name the part and its own line.
+        for f in &mut report.findings {
+            for at in &mut f.examples {
+                let row = at.line.saturating_sub(2);
+                if let Some(p) = summary.parts.iter().rev().find(|p| p.first_row <= row) {
+                    at.file = p.name.clone();
+                    at.line = row - p.first_row + 2;
+                }
+            }
+        }
+    }
     for f in &report.findings {
         if !cfg.quiet || f.severity == validate::Severity::Error {
             eprintln!("personalize-prep: {f}");
@@ -138,6 +158,65 @@ fn print_stdout(text: &str) -> Result<()> {
         })
 }
 
+/// What follows a conversion: the summary, the output check and the
+/// report; the exit code (3 when the check found errors, or warnings with
+/// `--strict`).
+fn finish_convert(
+    cfg: &ConvertConfig,
+    mut summary: pipeline::Summary,
+    run: Option<serde_json::Value>,
+) -> Result<i32> {
+    for w in &summary.warnings {
+        eprintln!("personalize-prep: warning: {w}");
+    }
+    if !cfg.quiet {
+        eprint!("{}", progress::summary_text(&summary));
+    }
+    // A --state run's folder is one INCREMENTAL import.
+    let mode = if run.is_some() {
+        validate::ImportMode::Incremental
+    } else {
+        validate::ImportMode::Full
+    };
+    // The outputs are committed: what fails from here on is said, and the
+    // exit code is 3 (outputs written), never 1.
+    let mut after_commit_failed = false;
+    let checked = check_output(cfg, &mut summary, mode).unwrap_or_else(|e| {
+        eprintln!("personalize-prep: warning: the output check failed: {e}");
+        after_commit_failed = true;
+        None
+    });
+    let findings = checked.as_ref().map_or(&[][..], |r| &r.findings[..]);
+    let mut errors = findings
+        .iter()
+        .filter(|f| f.severity == validate::Severity::Error)
+        .count();
+    if let Some(report) = &cfg.report {
+        let mut json = report_json(cfg, &summary, checked.as_ref());
+        if let Some(run) = run {
+            json["run"] = run;
+        }
+        let text = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
+        let written = match report {
+            None => print_stdout(&text),
+            Some(target) => pipeline::Io::new(&cfg.storage_options)
+                .and_then(|io| io.write_small(target, text.as_bytes())),
+        };
+        if let Err(e) = written {
+            eprintln!("personalize-prep: warning: the report was not written: {e}");
+            after_commit_failed = true;
+        }
+    }
+    if after_commit_failed {
+        errors += 1;
+    }
+    let failing = errors > 0 || (cfg.strict && !findings.is_empty());
+    Ok(if failing { 3 } else { 0 })
+}
+
 /// Runs a parsed command line; the exit code on success.
 pub fn run(cli: &Cli) -> Result<i32> {
     progress::init_logging(cli.verbose);
@@ -148,47 +227,44 @@ pub fn run(cli: &Cli) -> Result<i32> {
                 pipeline::dry_run(&cfg, &mut std::io::stdout().lock())?;
                 return Ok(0);
             }
-            let mut summary = pipeline::convert(&cfg)?;
-            for w in &summary.warnings {
-                eprintln!("personalize-prep: warning: {w}");
-            }
-            if !cfg.quiet {
-                eprint!("{}", progress::summary_text(&summary));
-            }
-            // The outputs are committed: what fails from here on is said,
-            // and the exit code is 3 (outputs written), never 1.
-            let mut after_commit_failed = false;
-            let checked = check_output(&cfg, &mut summary).unwrap_or_else(|e| {
-                eprintln!("personalize-prep: warning: the output check failed: {e}");
-                after_commit_failed = true;
-                None
-            });
-            let findings = checked.as_ref().map_or(&[][..], |r| &r.findings[..]);
-            let mut errors = findings
-                .iter()
-                .filter(|f| f.severity == validate::Severity::Error)
-                .count();
-            if let Some(report) = &cfg.report {
-                let json = report_json(&cfg, &summary, checked.as_ref());
-                let text = format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&json).unwrap_or_default()
-                );
-                let written = match report {
-                    None => print_stdout(&text),
-                    Some(target) => pipeline::Io::new(&cfg.storage_options)
-                        .and_then(|io| io.write_small(target, text.as_bytes())),
-                };
-                if let Err(e) = written {
-                    eprintln!("personalize-prep: warning: the report was not written: {e}");
-                    after_commit_failed = true;
+            if cfg.state.is_some() {
+                let outcome = state::convert(&cfg)?;
+                for w in &outcome.warnings {
+                    eprintln!("personalize-prep: warning: {w}");
                 }
+                if outcome.runs.is_empty() {
+                    if !cfg.quiet {
+                        eprintln!(
+                            "personalize-prep: nothing new in {} since the last run \
+                             ({} objects converted in {} runs); nothing written",
+                            cfg.sources.join(", "),
+                            outcome.known_objects,
+                            outcome.known_runs
+                        );
+                    }
+                    return Ok(0);
+                }
+                let mut code = 0;
+                for run in outcome.runs {
+                    if !cfg.quiet {
+                        eprintln!(
+                            "personalize-prep: run {}{}: {}",
+                            run.id,
+                            if run.redone { " (pending, redone)" } else { "" },
+                            run.folders.join(", ")
+                        );
+                    }
+                    let info = serde_json::json!({
+                        "id": run.id,
+                        "redone": run.redone,
+                        "folders": run.folders,
+                    });
+                    code = code.max(finish_convert(&cfg, run.summary, Some(info))?);
+                }
+                return Ok(code);
             }
-            if after_commit_failed {
-                errors += 1;
-            }
-            let failing = errors > 0 || (args.strict && !findings.is_empty());
-            Ok(if failing { 3 } else { 0 })
+            let summary = pipeline::convert(&cfg)?;
+            finish_convert(&cfg, summary, None)
         }
         Command::Inspect(args) => {
             let cfg = InspectConfig::from_args(args)?;

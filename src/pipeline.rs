@@ -33,6 +33,7 @@ use crate::progress::Progress;
 use crate::schema::Schema;
 use crate::sink::csv::Dialect;
 use crate::sink::dedupe::Dedupe;
+use crate::sink::parts::{Part, PartNames, Parts};
 use crate::sink::{self, AtomicFile, CsvOut, Upload};
 use crate::source::store::Stores;
 use crate::source::{self, Location, Object};
@@ -75,9 +76,17 @@ impl Io {
         self.rt.handle()
     }
 
-    /// The objects to read: every SOURCE listed, less this run's own
-    /// outputs (a DEST inside a SOURCE must not be read back next time).
+    /// The objects to read: every SOURCE listed, in the `--since`/`--until`
+    /// window, less this run's own outputs (a DEST inside a SOURCE must not
+    /// be read back next time).
     fn list(&self, cfg: &ConvertConfig) -> Result<Vec<Object>> {
+        let mut objects = self.list_all(cfg)?;
+        objects.retain(|o| source::in_window(o, &cfg.window));
+        Ok(objects)
+    }
+
+    /// As `list`, whatever the window.
+    pub(crate) fn list_all(&self, cfg: &ConvertConfig) -> Result<Vec<Object>> {
         let mut objects =
             self.rt
                 .block_on(source::list(&cfg.sources, &cfg.filter, &self.stores))?;
@@ -132,8 +141,118 @@ impl Io {
     }
 }
 
+impl Io {
+    /// Reads a small file or object whole; `None` when there is none.
+    pub(crate) fn read_small(&self, target: &Target) -> Result<Option<Vec<u8>>> {
+        match target {
+            Target::Local(path) => match std::fs::read(path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(Error::Read {
+                    key: target.to_string(),
+                    what: "cannot read".into(),
+                    source,
+                }),
+            },
+            Target::Url(url) => {
+                let store = self.rt.block_on(self.stores.get(url))?;
+                let path = object_store::path::Path::from(url.key.as_str());
+                let got = self.rt.block_on(async {
+                    match store.get(&path).await {
+                        Ok(r) => r.bytes().await.map(Some),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                });
+                got.map(|b| b.map(|b| b.to_vec()))
+                    .map_err(|source| Error::Store {
+                        url: target.to_string(),
+                        what: "cannot read".into(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Creates a small file or object only if none exists: `false` when
+    /// one does (a lock held).
+    pub(crate) fn create_new(&self, target: &Target, bytes: &[u8]) -> Result<bool> {
+        match target {
+            Target::Local(path) => {
+                let err = |what, source| Error::Write {
+                    path: path.clone(),
+                    what,
+                    source,
+                };
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| err("cannot create the folder", e))?;
+                }
+                let mut file = match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                    Err(e) => return Err(err("cannot create", e)),
+                };
+                file.write_all(bytes)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| err("cannot write", e))?;
+                Ok(true)
+            }
+            Target::Url(url) => {
+                let store = self.rt.block_on(self.stores.get(url))?;
+                let path = object_store::path::Path::from(url.key.as_str());
+                let put = self.rt.block_on(store.put_opts(
+                    &path,
+                    bytes.to_vec().into(),
+                    object_store::PutMode::Create.into(),
+                ));
+                match put {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                    Err(source) => Err(Error::Store {
+                        url: target.to_string(),
+                        what: "cannot create".into(),
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Removes a file or object; one already gone is no error.
+    pub(crate) fn delete(&self, target: &Target) -> Result<()> {
+        match target {
+            Target::Local(path) => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Write {
+                    path: path.clone(),
+                    what: "cannot remove",
+                    source: e,
+                }),
+                _ => Ok(()),
+            },
+            Target::Url(url) => {
+                let store = self.rt.block_on(self.stores.get(url))?;
+                let path = object_store::path::Path::from(url.key.as_str());
+                match self.rt.block_on(store.delete(&path)) {
+                    Err(e) if !matches!(e, object_store::Error::NotFound { .. }) => {
+                        Err(Error::Store {
+                            url: target.to_string(),
+                            what: "cannot remove".into(),
+                            source: e,
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// True when `object` is the file `target` names.
-fn is_target(object: &Object, target: &Target) -> bool {
+pub(crate) fn is_target(object: &Object, target: &Target) -> bool {
     match (&object.location, target) {
         (Location::Local(path), Target::Local(out)) => {
             match (std::fs::canonicalize(path), std::fs::canonicalize(out)) {
@@ -259,7 +378,11 @@ pub struct Summary {
     /// output check; removed when dropped.
     pub copy: Option<tempfile::TempPath>,
     pub duration: Duration,
+    /// Every file written: the CSV parts, then the schema.
     pub outputs: Vec<String>,
+    /// The CSV as written: one part, or several with `--max-file-size` or
+    /// `--state`.
+    pub parts: Vec<Part>,
     pub warnings: Vec<String>,
     /// The schema written (or that would describe the CSV).
     pub schema: String,
@@ -795,15 +918,60 @@ fn json_cell(v: &serde_json::Value) -> Cell<'static> {
     }
 }
 
-/// Converts every object into one CSV and its schema.
+/// How the CSV of a run is laid out.
+pub(crate) enum Layout {
+    /// One file, object or stdout.
+    One(CsvDest),
+    /// Parts of at most `max_file` bytes, in folders of at most
+    /// `max_folder` bytes.
+    Parts {
+        names: PartNames,
+        max_file: Option<u64>,
+        max_folder: Option<u64>,
+    },
+}
+
+/// Converts every object into one CSV (or its parts) and its schema.
 pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
-    let started = Instant::now();
     let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
     let objects = io.list(cfg)?;
+    let dest = cfg.csv.clone().expect("convert has an output");
+    let layout = match (cfg.max_file_size, dest) {
+        (Some(max), CsvDest::File(target)) => Layout::Parts {
+            names: PartNames::Beside(target),
+            max_file: Some(max),
+            max_folder: None,
+        },
+        (_, dest) => Layout::One(dest),
+    };
+    convert_objects(cfg, &io, &objects, layout)
+}
+
+/// Converts `objects` into `layout` and writes the schema.
+pub(crate) fn convert_objects(
+    cfg: &ConvertConfig,
+    io: &Io,
+    objects: &[Object],
+    layout: Layout,
+) -> Result<Summary> {
+    let started = Instant::now();
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
     log::debug!("{} objects, {total_bytes} bytes", objects.len());
-    let dest = cfg.csv.as_ref().expect("convert has an output");
-    let csv = io.csv_out(dest, cfg.part_bytes)?;
+    // Only a deduplicated output is checked by reading it back.
+    let keep_copy = cfg.dedupe && !matches!(layout, Layout::One(CsvDest::File(Target::Local(_))));
+    let csv = match layout {
+        Layout::One(dest) => Sink::One(io.csv_out(&dest, cfg.part_bytes)?),
+        Layout::Parts {
+            names,
+            max_file,
+            max_folder,
+        } => Sink::Parts(Box::new(Parts::new(
+            names,
+            max_file,
+            max_folder,
+            Box::new(|target: &Target| io.csv_out(&CsvDest::File(target.clone()), cfg.part_bytes)),
+        )?)),
+    };
     let progress = Progress::new(cfg.progress, objects.len() as u64, total_bytes);
     let mapping: Arc<OnceLock<Arc<Mapping>>> = Arc::new(OnceLock::new());
     let pool = rayon::ThreadPoolBuilder::new()
@@ -824,8 +992,6 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
             .transpose()?,
         max: cfg.max_errors,
     };
-    // Only a deduplicated output is checked by reading it back.
-    let keep_copy = cfg.dedupe && !matches!(dest, CsvDest::File(Target::Local(_)));
     let mut out = Outputs {
         csv: CsvWriter::new(csv, keep_copy)?,
         rejects,
@@ -835,7 +1001,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     let rules = Rules::new();
     let run = Run {
         cfg,
-        objects: &objects,
+        objects,
         mapping: &mapping,
         rules: &rules,
     };
@@ -860,9 +1026,9 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         stats.duplicates += dedupe.finish(|line| csv.write_all(line))?;
     }
     stats.rows -= stats.duplicates;
-    let csv_bytes = out.csv.bytes;
     // The CSV first: a schema never describes a CSV that did not land.
-    let copy = out.csv.commit()?;
+    let (parts, copy) = out.csv.commit()?;
+    let csv_bytes = parts.iter().map(|p| p.bytes).sum();
     if let Some(rejects) = out.rejects.out {
         rejects.commit()?;
     }
@@ -888,14 +1054,19 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
         tally: (!cfg.dedupe).then_some(stats.tally),
         copy,
         duration: started.elapsed(),
-        outputs: output_names(cfg),
+        outputs: parts
+            .iter()
+            .map(|p| p.name.clone())
+            .chain(cfg.schema_out.iter().map(Target::to_string))
+            .collect(),
+        parts,
         warnings,
         schema,
     })
 }
 
 fn write_header(csv: &mut CsvWriter, schema: &Schema) -> Result<()> {
-    csv.write_all(format!("{}\n", schema.header()).as_bytes())
+    csv.header(format!("{}\n", schema.header()).as_bytes())
 }
 
 /// The reader thread: objects in order, chunks in order, each chunk sent to
@@ -1085,16 +1256,23 @@ fn dedupe_for(mapping: &Mapping, dialect: Dialect) -> Result<Dedupe> {
     }
 }
 
+/// Where the rows go: one output, or parts.
+enum Sink<'a> {
+    One(CsvOut),
+    Parts(Box<Parts<'a>>),
+}
+
 /// The CSV output, and for outputs that cannot be read back (stdout, object
-/// storage) a local copy for the check that follows the run.
-struct CsvWriter {
-    out: CsvOut,
+/// storage, parts) a local copy for the check that follows the run.
+struct CsvWriter<'a> {
+    out: Sink<'a>,
     copy: Option<(io::BufWriter<std::fs::File>, tempfile::TempPath)>,
+    /// Bytes of CSV written, every part's header included.
     bytes: u64,
 }
 
-impl CsvWriter {
-    fn new(out: CsvOut, keep_copy: bool) -> Result<Self> {
+impl<'a> CsvWriter<'a> {
+    fn new(out: Sink<'a>, keep_copy: bool) -> Result<Self> {
         let copy = if keep_copy {
             let tmp = tempfile::NamedTempFile::new().map_err(|source| Error::Setup {
                 what: "cannot create the temporary copy of the CSV for the output check",
@@ -1112,9 +1290,28 @@ impl CsvWriter {
         })
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes)?;
-        self.bytes += bytes.len() as u64;
+    /// The header: once at the top of the output, or of every part.
+    fn header(&mut self, header: &[u8]) -> Result<()> {
+        self.bytes += header.len() as u64;
+        match &mut self.out {
+            Sink::One(out) => out.write_all(header)?,
+            Sink::Parts(parts) => parts.header(header)?,
+        }
+        self.copy(header)
+    }
+
+    /// Whole rows.
+    fn write_all(&mut self, rows: &[u8]) -> Result<()> {
+        self.bytes += rows.len() as u64;
+        match &mut self.out {
+            Sink::One(out) => out.write_all(rows)?,
+            Sink::Parts(parts) => parts.write_rows(rows)?,
+        }
+        crate::failpoint::hit("mid-upload");
+        self.copy(rows)
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Result<()> {
         if let Some((copy, path)) = &mut self.copy {
             copy.write_all(bytes).map_err(|source| Error::Write {
                 path: path.to_path_buf(),
@@ -1125,26 +1322,40 @@ impl CsvWriter {
         Ok(())
     }
 
-    /// Commits the output; returns the local copy, if one was kept.
-    fn commit(self) -> Result<Option<tempfile::TempPath>> {
-        self.out.commit()?;
-        match self.copy {
-            None => Ok(None),
+    /// Commits the output; returns its parts and the local copy, if one
+    /// was kept.
+    fn commit(self) -> Result<(Vec<Part>, Option<tempfile::TempPath>)> {
+        let parts = match self.out {
+            Sink::One(out) => {
+                let name = out.name();
+                out.commit()?;
+                vec![Part {
+                    name,
+                    folder: 0,
+                    first_row: 0,
+                    bytes: self.bytes,
+                }]
+            }
+            Sink::Parts(parts) => parts.commit()?,
+        };
+        let copy = match self.copy {
+            None => None,
             Some((copy, path)) => {
                 copy.into_inner().map_err(|e| Error::Write {
                     path: path.to_path_buf(),
                     what: "cannot write",
                     source: e.into_error(),
                 })?;
-                Ok(Some(path))
+                Some(path)
             }
-        }
+        };
+        Ok((parts, copy))
     }
 }
 
 /// What the writer writes to.
-struct Outputs {
-    csv: CsvWriter,
+struct Outputs<'a> {
+    csv: CsvWriter<'a>,
     rejects: RejectSink,
     /// Set up with the header, once the columns are known.
     dedupe: Option<Dedupe>,
@@ -1377,6 +1588,7 @@ fn write_all(
                     out.rejects.take(converted.rejects, object_records, stats)?;
                     object_records += converted.records;
                     progress.rows(converted.rows);
+                    crate::failpoint::hit("mid-decode");
                     if last {
                         object_records = 0;
                         progress.object_done(objects[object].size);

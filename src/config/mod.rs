@@ -32,7 +32,7 @@ impl Target {
     }
 
     /// A file named `name` inside this folder or prefix.
-    fn join(&self, name: &str) -> Self {
+    pub(crate) fn join(&self, name: &str) -> Self {
         match self {
             Target::Local(dir) => Target::Local(dir.join(name)),
             Target::Url(url) => {
@@ -43,6 +43,41 @@ impl Target {
                 } else {
                     format!("{dir}/{name}")
                 };
+                Target::Url(url)
+            }
+        }
+    }
+
+    /// The same name with `suffix` before its extension:
+    /// `out/interactions.csv` → `out/interactions-00001.csv`.
+    pub(crate) fn with_suffix(&self, suffix: &str) -> Self {
+        let insert = |name: &str| match name.rfind('.') {
+            Some(dot) if !name[dot..].contains('/') => {
+                format!("{}{suffix}{}", &name[..dot], &name[dot..])
+            }
+            _ => format!("{name}{suffix}"),
+        };
+        match self {
+            Target::Local(path) => Target::Local(PathBuf::from(insert(&path.to_string_lossy()))),
+            Target::Url(url) => {
+                let mut url = url.clone();
+                url.key = insert(&url.key);
+                Target::Url(url)
+            }
+        }
+    }
+
+    /// The same name with `.ext` added: `state.json` → `state.json.lock`.
+    pub(crate) fn with_extension_added(&self, ext: &str) -> Self {
+        match self {
+            Target::Local(path) => {
+                let mut name = path.clone().into_os_string();
+                name.push(format!(".{ext}"));
+                Target::Local(PathBuf::from(name))
+            }
+            Target::Url(url) => {
+                let mut url = url.clone();
+                url.key = format!("{}.{ext}", url.key);
                 Target::Url(url)
             }
         }
@@ -137,6 +172,8 @@ pub struct ConvertConfig {
     pub max_errors: Option<MaxErrors>,
     /// `--dedupe`.
     pub dedupe: bool,
+    /// `--strict`: warnings of the output check fail the run (exit 3).
+    pub strict: bool,
     /// `--domain`: its rules join the output check.
     pub domain: Option<crate::validate::Domain>,
     /// `--report`: `None` for stdout.
@@ -156,6 +193,122 @@ pub struct ConvertConfig {
     pub dry_run: bool,
     pub progress: bool,
     pub quiet: bool,
+    /// `--state`: repeated runs into delta folders.
+    pub state: Option<StateConfig>,
+    /// `--max-file-size`: the CSV in parts of at most this many bytes.
+    pub max_file_size: Option<u64>,
+    /// `--since` / `--until`, epoch seconds.
+    pub window: Window,
+}
+
+/// `--state` and what goes with it (SPEC section 11).
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// The manifest file or object.
+    pub target: Target,
+    /// The folder that gets one subfolder per run: DEST/<dataset>.
+    pub runs: Target,
+    pub lock_timeout: Option<std::time::Duration>,
+    pub break_lock: bool,
+    /// The largest run folder (one INCREMENTAL import).
+    pub max_import_size: u64,
+}
+
+/// `--since` (inclusive) and `--until` (exclusive), epoch seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl Window {
+    pub fn is_open(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    /// Whether `[from, to)` overlaps the window.
+    pub fn overlaps(&self, from: i64, to: i64) -> bool {
+        self.since.is_none_or(|s| to > s) && self.until.is_none_or(|u| from < u)
+    }
+}
+
+/// A size: bytes, or with KB MB GB TB (powers of ten) or KiB MiB GiB TiB.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = (&t[..split], t[split..].trim());
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{text}: expected a size such as 500MB, 1GB or 64MiB"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text}: expected a size such as 500MB, 1GB or 64MiB"))?;
+    let bytes = value * factor as f64;
+    if !(1.0..1.8e19).contains(&bytes) {
+        return Err(format!("{text}: a size must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A duration: seconds, or with s, m, h or d.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split]
+        .parse()
+        .map_err(|_| format!("{text}: expected a duration such as 90s, 30m, 2h or 1d"))?;
+    let factor = match &t[split..] {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text}: expected a duration such as 90s, 30m, 2h or 1d"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(factor)))
+}
+
+/// A point in time, epoch seconds: RFC 3339 (no zone means UTC), or a
+/// Firehose partition `YYYY/MM/DD/HH` (or `YYYY/MM/DD`), UTC.
+pub fn parse_time(text: &str) -> std::result::Result<i64, String> {
+    let bad = || format!("{text}: expected RFC 3339 (2024-01-10T20:00:00Z) or YYYY/MM/DD/HH");
+    if text.contains('/') {
+        let parts: Vec<&str> = text.trim_end_matches('/').split('/').collect();
+        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+        let ok = matches!(parts.len(), 3 | 4)
+            && digits(parts[0], 4)
+            && parts[1..].iter().all(|p| digits(p, 2));
+        if !ok {
+            return Err(bad());
+        }
+        let iso = format!(
+            "{}-{}-{}T{}:00:00Z",
+            parts[0],
+            parts[1],
+            parts[2],
+            parts.get(3).unwrap_or(&"00")
+        );
+        return crate::mapping::value::parse_iso8601(&iso).ok_or_else(bad);
+    }
+    crate::mapping::value::parse_iso8601(text).ok_or_else(bad)
 }
 
 /// A resolved `schema`.
@@ -164,6 +317,12 @@ pub struct SchemaConfig {
     pub mapping: MappingSpec,
     pub output: Option<Target>,
     pub storage_options: Vec<(String, String)>,
+}
+
+fn input_time(text: &Option<String>, flag: &str) -> Result<Option<i64>> {
+    text.as_deref()
+        .map(|t| parse_time(t).map_err(|e| Error::usage(format!("{flag} {e}"))))
+        .transpose()
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(value: &str) -> Result<T> {
@@ -298,6 +457,49 @@ impl ConvertConfig {
                 schema
             )));
         }
+        let state = match &args.state {
+            None => None,
+            Some(state) => {
+                let dest = match args.output.as_deref() {
+                    Some(o) if o != "-" && !o.to_ascii_lowercase().ends_with(".csv") => {
+                        Target::parse(o)?
+                    }
+                    _ => {
+                        return Err(Error::usage(
+                            "--state writes a folder per run: -o DEST must be a folder or prefix",
+                        ));
+                    }
+                };
+                Some(StateConfig {
+                    target: Target::parse(state)?,
+                    runs: dest.join(&dataset.to_string()),
+                    lock_timeout: args
+                        .lock_timeout
+                        .as_deref()
+                        .map(|t| {
+                            parse_duration(t)
+                                .map_err(|e| Error::usage(format!("--lock-timeout {e}")))
+                        })
+                        .transpose()?,
+                    break_lock: args.break_lock,
+                    max_import_size: match args.max_import_size.as_deref() {
+                        None => 1_000_000_000,
+                        Some(t) => parse_size(t)
+                            .map_err(|e| Error::usage(format!("--max-import-size {e}")))?,
+                    },
+                })
+            }
+        };
+        let max_file_size = args
+            .max_file_size
+            .as_deref()
+            .map(|t| parse_size(t).map_err(|e| Error::usage(format!("--max-file-size {e}"))))
+            .transpose()?;
+        if max_file_size.is_some() && matches!(csv, Some(CsvDest::Stdout)) {
+            return Err(Error::usage(
+                "--max-file-size splits files: it cannot go with -o -",
+            ));
+        }
         let skip = args.on_error.as_deref() == Some("skip");
         if !skip && (args.rejects.is_some() || args.max_errors.is_some()) {
             return Err(Error::usage(
@@ -337,6 +539,7 @@ impl ConvertConfig {
                 .map(MaxErrors::parse)
                 .transpose()?,
             dedupe: args.dedupe,
+            strict: args.strict,
             report,
             domain: args.domain.as_deref().map(parse).transpose()?,
             threads,
@@ -345,6 +548,8 @@ impl ConvertConfig {
             dry_run: args.dry_run,
             progress,
             quiet,
+            state,
+            max_file_size,
             ..Self::reading(&args.input, mapping)?
         })
     }
@@ -369,6 +574,7 @@ impl ConvertConfig {
             rejects: None,
             max_errors: None,
             dedupe: false,
+            strict: false,
             report: None,
             domain: None,
             threads: 1,
@@ -381,6 +587,12 @@ impl ConvertConfig {
             dry_run: false,
             progress: false,
             quiet: false,
+            state: None,
+            max_file_size: None,
+            window: Window {
+                since: input_time(&input.since, "--since")?,
+                until: input_time(&input.until, "--until")?,
+            },
         })
     }
 }

@@ -551,6 +551,26 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` of epoch seconds (Howard Hinnant's algorithm).
+pub(crate) fn format_utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 (Howard Hinnant's algorithm).
 pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -565,6 +585,14 @@ pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_epoch_seconds_as_rfc3339_and_back() {
+        for secs in [0, 951_782_400, 1_547_159_644, 4_107_542_399, -86_401] {
+            assert_eq!(parse_iso8601(&format_utc(secs)), Some(secs), "{secs}");
+        }
+        assert_eq!(format_utc(1_547_159_644), "2019-01-10T22:34:04Z");
+    }
 
     #[test]
     fn timestamps_by_magnitude_and_unit() {

@@ -10,6 +10,7 @@
 
 pub mod csv;
 pub(crate) mod dedupe;
+pub(crate) mod parts;
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
@@ -199,6 +200,15 @@ impl CsvOut {
             CsvOut::File(f) => f.write_all(bytes),
             CsvOut::Upload(u) => u.write_all(bytes),
             CsvOut::Stdout(out) => out.write_all(bytes).map_err(stdout_error),
+        }
+    }
+
+    /// How the user knows this output.
+    pub fn name(&self) -> String {
+        match self {
+            CsvOut::File(f) => f.path.display().to_string(),
+            CsvOut::Upload(u) => u.url.clone(),
+            CsvOut::Stdout(_) => "<stdout>".to_string(),
         }
     }
 

@@ -39,6 +39,10 @@ pub struct Object {
     /// The key under its SOURCE, which `--include`/`--exclude` match.
     pub key: String,
     pub size: u64,
+    /// Last modification, epoch seconds (when the store or file system says).
+    pub modified: Option<i64>,
+    /// The store's ETag (object storage only).
+    pub etag: Option<String>,
     pub location: Location,
 }
 
@@ -110,6 +114,8 @@ pub async fn list(sources: &[String], filter: &KeyFilter, stores: &Stores) -> Re
                     name: url.at(meta.location.as_ref()),
                     key,
                     size: meta.size,
+                    modified: Some(meta.last_modified.timestamp()),
+                    etag: meta.e_tag.clone(),
                     location: Location::Remote {
                         store: Arc::clone(&store),
                         path: meta.location,
@@ -124,22 +130,22 @@ pub async fn list(sources: &[String], filter: &KeyFilter, stores: &Stores) -> Re
             what: "cannot read the source".into(),
             source: e,
         })?;
-        let mut found = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         if meta.is_dir() {
             walk(&local, "", &mut found).map_err(|e| Error::Read {
                 key: source.clone(),
                 what: "cannot list the folder".into(),
                 source: e,
             })?;
-            found.sort_by(|a: &(String, PathBuf, u64), b| a.0.cmp(&b.0));
+            found.sort_by(|a, b| a.0.cmp(&b.0));
         } else {
             let key = local
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            found.push((key, local.clone(), meta.len()));
+            found.push((key, local.clone(), meta.len(), modified(&meta)));
         }
-        for (key, path, size) in found {
+        for (key, path, size, modified) in found {
             if size == 0 || !filter.accepts(&key) {
                 continue;
             }
@@ -152,6 +158,8 @@ pub async fn list(sources: &[String], filter: &KeyFilter, stores: &Stores) -> Re
                 name,
                 key,
                 size,
+                modified,
+                etag: None,
                 location: Location::Local(path),
             });
         }
@@ -164,7 +172,46 @@ pub(crate) fn local_path(source: &str) -> PathBuf {
     PathBuf::from(source.strip_prefix("file://").unwrap_or(source))
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u64)>) -> io::Result<()> {
+/// A file found in a folder: key, path, size, modification time.
+type Found = (String, PathBuf, u64, Option<i64>);
+
+fn modified(meta: &fs::Metadata) -> Option<i64> {
+    let t = meta.modified().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_secs()).ok()
+}
+
+/// The hour of a Firehose partition in `key` (`.../YYYY/MM/DD/HH/...`,
+/// the last such run of folders), as epoch seconds.
+pub fn key_hour(key: &str) -> Option<i64> {
+    let folders: Vec<&str> = key.split('/').collect();
+    let folders = &folders[..folders.len().saturating_sub(1)];
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    folders.windows(4).rev().find_map(|w| {
+        if !(digits(w[0], 4) && digits(w[1], 2) && digits(w[2], 2) && digits(w[3], 2)) {
+            return None;
+        }
+        let iso = format!("{}-{}-{}T{}:00:00Z", w[0], w[1], w[2], w[3]);
+        crate::mapping::value::parse_iso8601(&iso)
+    })
+}
+
+/// Whether `object` falls in `--since`/`--until`: its Firehose hour
+/// partition overlaps the window, or, for a key with no date, its
+/// modification time is in it (an object with neither is left out of a
+/// bounded window).
+pub fn in_window(object: &Object, window: &crate::config::Window) -> bool {
+    if window.is_open() {
+        return true;
+    }
+    match (key_hour(&object.name), object.modified) {
+        (Some(hour), _) => window.overlaps(hour, hour + 3600),
+        (None, Some(t)) => window.overlaps(t, t + 1),
+        (None, None) => false,
+    }
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<Found>) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -180,7 +227,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u64)>) -> io::
             // a link cycle cannot loop.
             let meta = fs::metadata(entry.path())?;
             if meta.is_file() {
-                out.push((key, entry.path(), meta.len()));
+                out.push((key, entry.path(), meta.len(), modified(&meta)));
             }
         }
     }

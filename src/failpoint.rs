@@ -1,0 +1,43 @@
+//! Crash points for the tests of repeated runs (SPEC section 11): with
+//! `PERSONALIZE_PREP_FAILPOINT=NAME` (or `NAME:N`, the Nth time it is
+//! reached) the process aborts at that point, as a crash would: no
+//! destructor runs, no temporary file is removed, no lock released.
+//!
+//! The points: `after-pending` (the state records the run as pending, no
+//! output is open yet), `mid-decode` (after a chunk's rows reached the
+//! writer), `mid-upload` (after rows were written to an output that is not
+//! committed), `after-commit` (every output and the schema landed, the run
+//! is not yet marked done) and `after-done` (the state says done, the lock
+//! is still held).
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const VAR: &str = "PERSONALIZE_PREP_FAILPOINT";
+
+static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+fn armed() -> Option<&'static (String, u64)> {
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var(VAR).ok()?;
+            Some(match spec.split_once(':') {
+                Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
+                None => (spec, 1),
+            })
+        })
+        .as_ref()
+}
+
+/// Aborts the process if the failpoint `name` is armed and this is the
+/// time it fires.
+pub fn hit(name: &str) {
+    let Some((armed, nth)) = armed() else {
+        return;
+    };
+    if armed == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
+        eprintln!("personalize-prep: failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
