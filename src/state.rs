@@ -251,7 +251,7 @@ struct Lock<'a> {
 }
 
 impl<'a> Lock<'a> {
-    fn take(io: &'a Io, st: &StateConfig, quiet: bool) -> Result<Self> {
+    fn take(io: &'a Io, st: &StateConfig) -> Result<Self> {
         let target = st.target.with_extension_added("lock");
         let me = Holder::me();
         let text = serde_json::to_string_pretty(&me).expect("a holder serialises");
@@ -283,11 +283,9 @@ impl<'a> Lock<'a> {
             };
             match why {
                 Some(why) => {
-                    if !quiet || !st.break_lock {
-                        eprintln!(
-                            "personalize-prep: warning: {target}: removing the lock of {who}: {why}"
-                        );
-                    }
+                    eprintln!(
+                        "personalize-prep: warning: {target}: removing the lock of {who}: {why}"
+                    );
                     io.delete(&target)?;
                 }
                 None => {
@@ -363,7 +361,7 @@ fn is_ours(object: &Object, st: &StateConfig) -> bool {
 pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
     let st = cfg.state.as_ref().expect("a --state run");
     let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
-    let _lock = Lock::take(&io, st, cfg.quiet)?;
+    let _lock = Lock::take(&io, st)?;
     let dataset = cfg.mapping.dataset.to_string();
     let mut state = State::load(&io, &st.target, &dataset)?;
     let mut listed = io.list_all(cfg)?;
