@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::proxy::{FaultProxy, Faults};
 use crate::workdir::{Run, Workdir, fixtures_dir, run_of};
@@ -753,4 +753,150 @@ fn schema_to_a_url_and_storage_options_and_file_urls() {
     ]);
     run.assert_code(0);
     assert_eq!(wd.read("out/interactions.csv"), sample_expected());
+}
+
+/// Every object key under `prefix/`, sorted, relative to it.
+fn list_keys(store: &AmazonS3, prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = runtime().block_on(async {
+        store
+            .list(Some(&StorePath::from(prefix)))
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await
+    });
+    keys.sort();
+    keys.iter()
+        .map(|k| k.strip_prefix(&format!("{prefix}/")).unwrap().to_string())
+        .collect()
+}
+
+/// Objects `from..to` of a Firehose prefix on S3; each record's item id
+/// is unique.
+fn upload_events(store: &AmazonS3, prefix: &str, from: usize, to: usize) {
+    for n in from..to {
+        let body: String = (0..20)
+            .map(|r| {
+                format!(
+                    r#"{{"user_id":"u{}","item_id":"i{n}-{r}","timestamp":{}}}"#,
+                    r % 3,
+                    1_700_000_000 + r
+                )
+            })
+            .collect();
+        put_object(
+            store,
+            &format!("{prefix}/raw/2024/01/10/20/s-{n:03}"),
+            body.as_bytes(),
+        );
+    }
+}
+
+/// Every item id in the delta folders under `prefix/out/interactions/`.
+fn delta_ids(store: &AmazonS3, prefix: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for key in list_keys(store, &format!("{prefix}/out/interactions")) {
+        let text = String::from_utf8(
+            get_object(store, &format!("{prefix}/out/interactions/{key}")).unwrap(),
+        )
+        .unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("USER_ID,ITEM_ID,TIMESTAMP"), "{key}");
+        ids.extend(lines.map(|l| l.split(',').nth(1).unwrap().to_string()));
+    }
+    ids.sort();
+    ids
+}
+
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn repeated_runs_keep_state_lock_and_deltas_on_s3() {
+    let store = test_store();
+    let prefix = unique("cron");
+    upload_events(&store, &prefix, 0, 3);
+    let wd = Workdir::new();
+    let src = format!("s3://{}/{prefix}/raw/", bucket());
+    let dest = format!("s3://{}/{prefix}/out/", bucket());
+    let state = format!("s3://{}/{prefix}/state/interactions.json", bucket());
+    let args = [
+        "convert",
+        src.as_str(),
+        "-o",
+        dest.as_str(),
+        "--state",
+        state.as_str(),
+        "--max-file-size",
+        "1KB",
+        "-q",
+    ];
+    s3_run(&wd, &args).assert_code(0);
+    let keys = list_keys(&store, &format!("{prefix}/out"));
+    let run1 = keys.last().unwrap().split('/').nth(1).unwrap().to_string();
+    assert_eq!(
+        keys,
+        [
+            "interactions.avsc".to_string(),
+            format!("interactions/{run1}/part-00000.csv"),
+            format!("interactions/{run1}/part-00001.csv"),
+        ]
+    );
+    let ids = |from: usize, to: usize| {
+        let mut ids: Vec<String> = (from..to)
+            .flat_map(|n| (0..20).map(move |r| format!("i{n}-{r}")))
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(delta_ids(&store, &prefix), ids(0, 3));
+    assert_eq!(
+        list_keys(&store, &format!("{prefix}/state")),
+        ["interactions.json"]
+    );
+
+    // A lock object held by another host: the run fails fast, naming it.
+    let lock_key = format!("{prefix}/state/interactions.json.lock");
+    put_object(
+        &store,
+        &lock_key,
+        br#"{"host":"batch-3","pid":77,"started":"2026-11-28T00:00:00Z","started_at":1795824000}"#,
+    );
+    upload_events(&store, &prefix, 3, 5);
+    let run = s3_run(&wd, &args);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{state}: another run holds the lock {state}.lock (host batch-3, pid 77, started 2026-11-28T00:00:00Z"
+        )),
+        "{}",
+        run.stderr
+    );
+    let mut broken: Vec<&str> = args.to_vec();
+    broken.push("--break-lock");
+    // Crash after the outputs landed, before the run is marked done.
+    let mut cmd = s3_command(&wd, &s3_endpoint(), &broken);
+    cmd.env("PERSONALIZE_PREP_FAILPOINT", "after-commit");
+    let crash = run_cmd(cmd, &broken);
+    assert_eq!(crash.code, None, "{}", crash.describe());
+    assert!(
+        get_object(&store, &lock_key).is_some(),
+        "a crash leaves its lock"
+    );
+    upload_events(&store, &prefix, 5, 6);
+    std::thread::sleep(Duration::from_millis(1100));
+    let rerun = s3_run(&wd, &args);
+    rerun.assert_code(0);
+    assert!(
+        rerun.stderr.contains("its process is no longer running"),
+        "{}",
+        rerun.describe()
+    );
+    assert_eq!(delta_ids(&store, &prefix), ids(0, 6));
+    assert!(get_object(&store, &lock_key).is_none());
+    let state_json: serde_json::Value = serde_json::from_slice(
+        &get_object(&store, &format!("{prefix}/state/interactions.json")).unwrap(),
+    )
+    .unwrap();
+    let runs = state_json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| r["status"] == "done"));
+    assert!(runs[0]["objects"][0]["etag"].is_string());
 }
