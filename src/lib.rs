@@ -223,6 +223,10 @@ pub fn run(cli: &Cli) -> Result<i32> {
     match &cli.command {
         Command::Convert(args) => {
             let cfg = ConvertConfig::from_args(args, cli.quiet)?;
+            if cfg.dry_run && cfg.state.is_some() {
+                print_stdout(&state::dry_run(&cfg)?)?;
+                return Ok(0);
+            }
             if cfg.dry_run {
                 pipeline::dry_run(&cfg, &mut std::io::stdout().lock())?;
                 return Ok(0);

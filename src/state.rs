@@ -357,52 +357,47 @@ fn is_ours(object: &Object, st: &StateConfig) -> bool {
     }
 }
 
-/// Converts what is new since the last run (after redoing a pending one).
-pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
-    let st = cfg.state.as_ref().expect("a --state run");
-    let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
-    let _lock = Lock::take(&io, st)?;
-    let dataset = cfg.mapping.dataset.to_string();
-    let mut state = State::load(&io, &st.target, &dataset)?;
-    let mut listed = io.list_all(cfg)?;
-    listed.retain(|o| !is_ours(o, st));
+/// What a run on a state is to do.
+struct Plan {
+    /// A pending run to redo first, with its objects as listed now.
+    pending: Option<(RunRecord, Vec<Object>)>,
+    /// Objects no run has taken, in the window.
+    new: Vec<Object>,
+    warnings: Vec<String>,
+    /// Objects converted (or pending) in earlier runs.
+    known_objects: usize,
+}
+
+fn plan(cfg: &ConvertConfig, st: &StateConfig, state: &State, listed: &[Object]) -> Result<Plan> {
     let mut warnings = Vec::new();
-    let mut runs = Vec::new();
-    let known_runs = state.runs.len();
-
-    if let Some(pending) = state.pending().cloned() {
-        let by_name: HashMap<&str, &Object> = listed.iter().map(|o| (o.name.as_str(), o)).collect();
-        let mut objects = Vec::with_capacity(pending.objects.len());
-        for seen in &pending.objects {
-            let Some(object) = by_name.get(seen.name.as_str()) else {
-                return Err(state_error(
-                    &st.target,
-                    format!(
-                        "run {} is pending (an earlier run stopped before it was done) and lists \
-                         {}, which is no longer there; restore it, or remove run {} from the \
-                         state to give that run up",
-                        pending.id, seen.name, pending.id
-                    ),
-                ));
-            };
-            if let Some(change) = seen.change(object) {
-                warnings.push(format!(
-                    "{}: changed since run {} listed it ({change}); converted as it is now",
-                    seen.name, pending.id
-                ));
+    let by_name: HashMap<&str, &Object> = listed.iter().map(|o| (o.name.as_str(), o)).collect();
+    let pending = match state.pending() {
+        None => None,
+        Some(run) => {
+            let mut objects = Vec::with_capacity(run.objects.len());
+            for seen in &run.objects {
+                let Some(object) = by_name.get(seen.name.as_str()) else {
+                    return Err(state_error(
+                        &st.target,
+                        format!(
+                            "run {} is pending (an earlier run stopped before it was done) and \
+                             lists {}, which is no longer there; restore it, or remove run {} \
+                             from the state to give that run up",
+                            run.id, seen.name, run.id
+                        ),
+                    ));
+                };
+                if let Some(change) = seen.change(object) {
+                    warnings.push(format!(
+                        "{}: changed since run {} listed it ({change}); converted as it is now",
+                        seen.name, run.id
+                    ));
+                }
+                objects.push((*object).clone());
             }
-            objects.push((*object).clone());
+            Some((run.clone(), objects))
         }
-        log::debug!(
-            "redoing pending run {} ({} objects)",
-            pending.id,
-            objects.len()
-        );
-        runs.push(run_delta(
-            cfg, &io, st, &mut state, &pending, &objects, true,
-        )?);
-    }
-
+    };
     let known: HashMap<&str, (&Seen, &str)> = state
         .runs
         .iter()
@@ -412,11 +407,10 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
                 .map(move |s| (s.name.as_str(), (s, r.id.as_str())))
         })
         .collect();
-    let known_objects = known.len();
     let mut new = Vec::new();
-    for object in &listed {
+    for object in listed {
         match known.get(object.name.as_str()) {
-            Some((seen, run)) => {
+            Some((seen, run)) if state.pending().is_none_or(|p| p.id != *run) => {
                 if let Some(change) = seen.change(object) {
                     warnings.push(format!(
                         "{}: changed since run {run} converted it ({change}); objects are \
@@ -425,11 +419,45 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
                     ));
                 }
             }
+            Some(_) => {}
             None if source::in_window(object, &cfg.window) => new.push(object.clone()),
             None => {}
         }
     }
-    if !new.is_empty() {
+    Ok(Plan {
+        pending,
+        new,
+        warnings,
+        known_objects: known.len(),
+    })
+}
+
+/// The listing a state's runs choose from: every object, less what the
+/// runs themselves write.
+fn listing(cfg: &ConvertConfig, io: &Io, st: &StateConfig) -> Result<Vec<Object>> {
+    let mut listed = io.list_all(cfg)?;
+    listed.retain(|o| !is_ours(o, st));
+    Ok(listed)
+}
+
+/// Converts what is new since the last run (after redoing a pending one).
+pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
+    let st = cfg.state.as_ref().expect("a --state run");
+    let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
+    let _lock = Lock::take(&io, st)?;
+    let mut state = State::load(&io, &st.target, &cfg.mapping.dataset.to_string())?;
+    let known_runs = state.runs.len();
+    let plan = plan(cfg, st, &state, &listing(cfg, &io, st)?)?;
+    let mut runs = Vec::new();
+    if let Some((pending, objects)) = &plan.pending {
+        log::debug!(
+            "redoing pending run {} ({} objects)",
+            pending.id,
+            objects.len()
+        );
+        runs.push(run_delta(cfg, &io, st, &mut state, pending, objects, true)?);
+    }
+    if !plan.new.is_empty() {
         let record = RunRecord {
             id: state.new_id(now_secs()),
             status: Status::Pending,
@@ -440,19 +468,57 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
             folders: Vec::new(),
             outputs: Vec::new(),
             rows: None,
-            objects: new.iter().map(Seen::of).collect(),
+            objects: plan.new.iter().map(Seen::of).collect(),
         };
         state.runs.push(record.clone());
         state.save(&io, &st.target)?;
         failpoint::hit("after-pending");
-        runs.push(run_delta(cfg, &io, st, &mut state, &record, &new, false)?);
+        runs.push(run_delta(
+            cfg, &io, st, &mut state, &record, &plan.new, false,
+        )?);
     }
     Ok(Outcome {
         runs,
-        warnings,
-        known_objects,
+        warnings: plan.warnings,
+        known_objects: plan.known_objects,
         known_runs,
     })
+}
+
+/// `--dry-run --state`: what the next run would convert, without the lock
+/// and without writing anything.
+pub fn dry_run(cfg: &ConvertConfig) -> Result<String> {
+    let st = cfg.state.as_ref().expect("a --state run");
+    let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
+    let state = State::load(&io, &st.target, &cfg.mapping.dataset.to_string())?;
+    let plan = plan(cfg, st, &state, &listing(cfg, &io, st)?)?;
+    let mut text = format!(
+        "state {}: {} runs, {} objects converted\n",
+        st.target,
+        state.runs.len(),
+        plan.known_objects
+    );
+    let list = |text: &mut String, objects: &[Object]| {
+        for o in objects {
+            text.push_str(&format!("  {}  {} bytes\n", o.name, o.size));
+        }
+    };
+    if let Some((run, objects)) = &plan.pending {
+        text.push_str(&format!(
+            "pending run {} would be redone into {}: {} objects\n",
+            run.id,
+            st.runs.join(&run.id),
+            objects.len()
+        ));
+        list(&mut text, objects);
+    }
+    let bytes: u64 = plan.new.iter().map(|o| o.size).sum();
+    text.push_str(&format!("new: {} objects, {bytes} bytes\n", plan.new.len()));
+    list(&mut text, &plan.new);
+    for w in &plan.warnings {
+        text.push_str(&format!("warning: {w}\n"));
+    }
+    Ok(text)
 }
 
 /// Converts one run's objects into its folders and marks it done.

@@ -588,3 +588,36 @@ fn state_usage_errors() {
         assert_eq!(run.stderr, format!("personalize-prep: {message}\n"));
     }
 }
+
+#[test]
+fn a_dry_run_shows_the_pending_run_and_the_new_objects_and_writes_nothing() {
+    let wd = Workdir::new();
+    add_objects(&wd, 0, 1, 2);
+    let crash = wd
+        .command(&args(&[]))
+        .env("PERSONALIZE_PREP_FAILPOINT", "after-pending")
+        .output()
+        .unwrap();
+    assert_eq!(crash.status.code(), None);
+    fs::remove_file(wd.path().join("state/interactions.json.lock")).unwrap();
+    add_objects(&wd, 1, 3, 2);
+    let before = wd.files("");
+    let run = wd.run(&args(&["--dry-run"]));
+    run.assert_code(0);
+    let id = state_json(&wd)["runs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        run.stdout_text(),
+        format!(
+            "state state/interactions.json: 1 runs, 1 objects converted\n\
+             pending run {id} would be redone into out/interactions/{id}: 1 objects\n\
+             \x20 raw/2024/01/10/20/stream-0000  154 bytes\n\
+             new: 2 objects, 308 bytes\n\
+             \x20 raw/2024/01/10/20/stream-0001  154 bytes\n\
+             \x20 raw/2024/01/10/20/stream-0002  154 bytes\n"
+        )
+    );
+    assert_eq!(wd.files(""), before);
+}
