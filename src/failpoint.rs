@@ -9,11 +9,16 @@
 //! committed), `after-commit` (every output and the schema landed, the run
 //! is not yet marked done) and `after-done` (the state says done, the lock
 //! is still held).
+//!
+//! With `PERSONALIZE_PREP_FAILPOINT_SLEEP=SECS` as well, the process sleeps
+//! there instead of aborting, so a test can meet a run at that point (a
+//! second run against its lock, a SIGKILL).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const VAR: &str = "PERSONALIZE_PREP_FAILPOINT";
+pub const SLEEP_VAR: &str = "PERSONALIZE_PREP_FAILPOINT_SLEEP";
 
 static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
 static HITS: AtomicU64 = AtomicU64::new(0);
@@ -37,6 +42,11 @@ pub fn hit(name: &str) {
         return;
     };
     if armed == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
+        if let Some(secs) = std::env::var(SLEEP_VAR).ok().and_then(|s| s.parse().ok()) {
+            eprintln!("personalize-prep: failpoint {name}: sleeping {secs} s");
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            return;
+        }
         eprintln!("personalize-prep: failpoint {name}: aborting");
         std::process::abort();
     }

@@ -621,3 +621,46 @@ fn a_dry_run_shows_the_pending_run_and_the_new_objects_and_writes_nothing() {
     );
     assert_eq!(wd.files(""), before);
 }
+
+#[test]
+fn a_second_run_fails_fast_while_the_first_holds_the_lock() {
+    let wd = Workdir::new();
+    add_objects(&wd, 0, 3, 5);
+    // The first run stops right after recording its run as pending.
+    let mut first = wd
+        .command(&args(&[]))
+        .env("PERSONALIZE_PREP_FAILPOINT", "after-pending")
+        .env("PERSONALIZE_PREP_FAILPOINT_SLEEP", "60")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    while !wd.path().join("state/interactions.json").exists() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the first run never got going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let second = wd.run(&args(&[]));
+    second.assert_code(1);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        second.stderr.contains(&format!(
+            "another run holds the lock state/interactions.json.lock (host {}, pid {}, started ",
+            host.trim(),
+            first.id()
+        )),
+        "{}",
+        second.stderr
+    );
+    // Killed, its lock is taken over and its pending run redone.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let third = wd.run(&args(&[]));
+    third.assert_code(0);
+    assert!(third.stderr.contains("its process is no longer running"));
+    assert_eq!(all_ids(&wd), expected_ids(0, 3, 5));
+}

@@ -871,6 +871,12 @@ fn repeated_runs_keep_state_lock_and_deltas_on_s3() {
     );
     let mut broken: Vec<&str> = args.to_vec();
     broken.push("--break-lock");
+    // A crash while the parts are uploading: nothing of the run is visible.
+    let mut cmd = s3_command(&wd, &s3_endpoint(), &broken);
+    cmd.env("PERSONALIZE_PREP_FAILPOINT", "mid-upload");
+    let crash = run_cmd(cmd, &broken);
+    assert_eq!(crash.code, None, "{}", crash.describe());
+    assert_eq!(delta_ids(&store, &prefix), ids(0, 3));
     // Crash after the outputs landed, before the run is marked done.
     let mut cmd = s3_command(&wd, &s3_endpoint(), &broken);
     cmd.env("PERSONALIZE_PREP_FAILPOINT", "after-commit");
