@@ -86,6 +86,70 @@ pub enum Command {
     /// Print the Avro schema for a dataset and mapping, reading no data.
     #[command(after_long_help = SCHEMA_EXAMPLES)]
     Schema(Box<SchemaArgs>),
+    /// Split a big run across machines: list once, resolve the mapping and
+    /// cut the objects into N shards (then `convert --plan RUN --shard I`).
+    #[command(after_long_help = PLAN_EXAMPLES)]
+    #[command(mut_arg("output", |a| a.help(
+        "The run folder (local or object storage) that gets plan.json, the \
+         shards' parts and their completion markers"
+    )))]
+    Plan(Box<PlanArgs>),
+    /// Finish a sharded run: check every shard, merge the inferred types,
+    /// write the schema, and with -o assemble one CSV.
+    Commit(Box<CommitArgs>),
+    /// Write a PySpark driver that runs plan, the shards on executors and
+    /// commit, with the personalize-prep binary doing all the I/O.
+    SparkJob(Box<SparkJobArgs>),
+}
+
+const PLAN_EXAMPLES: &str = "\
+Examples:
+  # Eight shards of a Firehose prefix, run anywhere, then one CSV
+  personalize-prep plan s3://raw/useritem/ -o s3://prep/run-1/ --shards 8
+  personalize-prep convert --plan s3://prep/run-1/ --shard 0    # ... to 7
+  personalize-prep commit s3://prep/run-1/ -o s3://prep/interactions.csv
+";
+
+/// `plan`: the options of `convert` (what to read, how to map it), -o the
+/// run folder, and the number of shards.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub convert: ConvertArgs,
+
+    /// How many shards: contiguous key ranges of about equal bytes.
+    #[arg(long, value_name = "N", required = true, help_heading = "Run")]
+    pub shards: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommitArgs {
+    /// The run folder given to plan.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Assemble one CSV here (a FILE.csv, or a folder that gets
+    /// <dataset>.csv; the schema beside it), byte-identical to a
+    /// single-machine convert. Without it the parts are the output (a
+    /// folder import) and the schema goes into RUN.
+    #[arg(short, long, value_name = "DEST")]
+    pub output: Option<String>,
+
+    /// Pass an object_store option to every store (repeatable).
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SparkJobArgs {
+    /// Bake this run folder into the driver: it converts and commits an
+    /// existing plan instead of running plan itself.
+    #[arg(long, value_name = "RUN")]
+    pub plan: Option<String>,
+
+    /// Write the driver to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -104,7 +168,7 @@ pub struct ConvertArgs {
         long,
         value_name = "DEST",
         help_heading = "Output",
-        required_unless_present_any = ["dry_run", "config"]
+        required_unless_present_any = ["dry_run", "config", "plan"]
     )]
     pub output: Option<String>,
 
@@ -200,6 +264,16 @@ pub struct ConvertArgs {
     /// (KB MB GB are powers of ten, KiB MiB GiB of two).
     #[arg(long, value_name = "SIZE", help_heading = "Output")]
     pub max_file_size: Option<String>,
+
+    /// Convert one shard of a plan (see the plan command) into
+    /// RUN/parts/part-NNNNN.csv with its completion marker; every other
+    /// setting comes from the plan.
+    #[arg(long, value_name = "RUN", requires = "shard", help_heading = "Shards")]
+    pub plan: Option<String>,
+
+    /// The shard to convert, 0-based.
+    #[arg(long, value_name = "I", requires = "plan", help_heading = "Shards")]
+    pub shard: Option<usize>,
 
     /// Progress bar on stderr: auto shows it when stderr is a terminal.
     #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"], help_heading = "Run")]

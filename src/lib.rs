@@ -32,8 +32,10 @@ pub mod mapping;
 pub mod pipeline;
 pub mod progress;
 pub mod schema;
+pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod spark;
 pub mod state;
 pub mod validate;
 
@@ -221,6 +223,42 @@ fn finish_convert(
 pub fn run(cli: &Cli) -> Result<i32> {
     progress::init_logging(cli.verbose);
     match &cli.command {
+        Command::Convert(args) if args.plan.is_some() => {
+            let (summary, done) = shard::convert_shard(args, cli.quiet)?;
+            for w in &summary.warnings {
+                eprintln!("personalize-prep: warning: {w}");
+            }
+            if !cli.quiet {
+                eprint!("{}{done}", progress::summary_text(&summary));
+            }
+            Ok(0)
+        }
+        Command::Plan(args) => {
+            let text = shard::plan(args, cli.quiet)?;
+            if !cli.quiet {
+                eprint!("{text}");
+            }
+            Ok(0)
+        }
+        Command::Commit(args) => {
+            let text = shard::commit(args, cli.quiet)?;
+            if !cli.quiet {
+                eprint!("{text}");
+            }
+            Ok(0)
+        }
+        Command::SparkJob(args) => {
+            let planned = match &args.plan {
+                Some(run) => Some((run.as_str(), shard::shard_count(run)?)),
+                None => None,
+            };
+            let driver = spark::driver(planned);
+            match &args.output {
+                Some(path) => sink::write_atomic(std::path::Path::new(path), driver.as_bytes())?,
+                None => print_stdout(&driver)?,
+            }
+            Ok(0)
+        }
         Command::Convert(args) => {
             let cfg = ConvertConfig::from_args(args, cli.quiet)?;
             if cfg.dry_run && cfg.state.is_some() {

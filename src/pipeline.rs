@@ -104,7 +104,7 @@ impl Io {
     }
 
     /// Opens the CSV output: a hidden local file, an upload, or stdout.
-    fn csv_out(&self, dest: &CsvDest, part_bytes: usize) -> Result<CsvOut> {
+    pub(crate) fn csv_out(&self, dest: &CsvDest, part_bytes: usize) -> Result<CsvOut> {
         Ok(match dest {
             CsvDest::Stdout => CsvOut::Stdout(io::BufWriter::with_capacity(1 << 20, io::stdout())),
             CsvDest::File(Target::Local(path)) => CsvOut::File(AtomicFile::create(path)?),
@@ -222,6 +222,58 @@ impl Io {
         }
     }
 
+    /// An object to read at `target`, of `size` bytes.
+    pub(crate) fn object_at(&self, name: &str, target: &Target, size: u64) -> Result<Object> {
+        let location = match target {
+            Target::Local(path) => Location::Local(path.clone()),
+            Target::Url(url) => Location::Remote {
+                store: self.rt.block_on(self.stores.get(url))?,
+                path: object_store::path::Path::from(url.key.as_str()),
+            },
+        };
+        Ok(Object {
+            name: name.to_string(),
+            key: String::new(),
+            size,
+            modified: None,
+            etag: None,
+            location,
+        })
+    }
+
+    /// The size of a file or object; `None` when there is none.
+    pub(crate) fn size(&self, target: &Target) -> Result<Option<u64>> {
+        match target {
+            Target::Local(path) => match std::fs::metadata(path) {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(Error::Read {
+                    key: target.to_string(),
+                    what: "cannot read".into(),
+                    source,
+                }),
+            },
+            Target::Url(url) => {
+                let store = self.rt.block_on(self.stores.get(url))?;
+                let path = object_store::path::Path::from(url.key.as_str());
+                match self.rt.block_on(store.head(&path)) {
+                    Ok(meta) => Ok(Some(meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(source) => Err(Error::Store {
+                        url: target.to_string(),
+                        what: "cannot read".into(),
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Opens `objects` for reading in order, fetching ahead.
+    pub(crate) fn reader<'a>(&self, objects: &'a [Object]) -> ObjectStreams<'a> {
+        ObjectStreams(Prefetch::new(objects, self.handle(), 2))
+    }
+
     /// Removes a file or object; one already gone is no error.
     pub(crate) fn delete(&self, target: &Target) -> Result<()> {
         match target {
@@ -262,6 +314,15 @@ pub(crate) fn is_target(object: &Object, target: &Target) -> bool {
         }
         (Location::Remote { .. }, Target::Url(url)) => object.name == url.at(&url.key),
         _ => false,
+    }
+}
+
+/// Objects opened in order, the next ones fetched ahead.
+pub(crate) struct ObjectStreams<'a>(Prefetch<'a>);
+
+impl ObjectStreams<'_> {
+    pub fn open(&mut self, index: usize) -> Result<Box<dyn Read + Send>> {
+        self.0.open(index)
     }
 }
 
@@ -386,6 +447,8 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// The schema written (or that would describe the CSV).
     pub schema: String,
+    /// The value kinds seen per column, from which types are inferred.
+    pub seen: Vec<u8>,
 }
 
 /// An object opened for reading: its detected encoding and decoded stream.
@@ -1062,6 +1125,7 @@ pub(crate) fn convert_objects(
         parts,
         warnings,
         schema,
+        seen: stats.seen,
     })
 }
 
@@ -1217,6 +1281,29 @@ fn read_all(
     }
 }
 
+/// The mapping a run over `objects` resolves, as the reader does: from the
+/// first record (or a Parquet file's columns, or a CSV header).
+pub(crate) fn resolve_on(cfg: &ConvertConfig, io: &Io, objects: &[Object]) -> Result<Mapping> {
+    let mut prefetch = Prefetch::new(objects, io.handle(), 1);
+    for (index, object) in objects.iter().enumerate() {
+        let opened = open(object, prefetch.open(index)?, cfg)?;
+        if opened.format == Format::Parquet {
+            let source = open_parquet(object, opened.stream)?;
+            let (keys, paths) = source.names();
+            return resolve(cfg, Some((&object.name, 0, &FirstRecord { keys, paths })));
+        }
+        let mut reader = ObjectReader::new(object, opened, cfg, false);
+        while let Some((decoder, chunk)) = reader.next_chunk()? {
+            match first_record(&decoder, &chunk, cfg.skip) {
+                Ok(Some(first)) => return resolve(cfg, Some((&object.name, chunk.base, &first))),
+                Err(()) => return Ok(fallback(cfg)),
+                Ok(None) => {}
+            }
+        }
+    }
+    Ok(fallback(cfg))
+}
+
 /// The mapping when no record was read: reserved fields stay unresolved.
 fn fallback(cfg: &ConvertConfig) -> Mapping {
     mapping::resolve(&cfg.mapping, None).expect("without a record nothing can fail to match")
@@ -1269,6 +1356,8 @@ struct CsvWriter<'a> {
     copy: Option<(io::BufWriter<std::fs::File>, tempfile::TempPath)>,
     /// Bytes of CSV written, every part's header included.
     bytes: u64,
+    /// The CRC-32 of a single output.
+    crc: flate2::Crc,
 }
 
 impl<'a> CsvWriter<'a> {
@@ -1287,6 +1376,7 @@ impl<'a> CsvWriter<'a> {
             out,
             copy,
             bytes: 0,
+            crc: flate2::Crc::new(),
         })
     }
 
@@ -1294,7 +1384,10 @@ impl<'a> CsvWriter<'a> {
     fn header(&mut self, header: &[u8]) -> Result<()> {
         self.bytes += header.len() as u64;
         match &mut self.out {
-            Sink::One(out) => out.write_all(header)?,
+            Sink::One(out) => {
+                self.crc.update(header);
+                out.write_all(header)?
+            }
             Sink::Parts(parts) => parts.header(header)?,
         }
         self.copy(header)
@@ -1304,7 +1397,10 @@ impl<'a> CsvWriter<'a> {
     fn write_all(&mut self, rows: &[u8]) -> Result<()> {
         self.bytes += rows.len() as u64;
         match &mut self.out {
-            Sink::One(out) => out.write_all(rows)?,
+            Sink::One(out) => {
+                self.crc.update(rows);
+                out.write_all(rows)?
+            }
             Sink::Parts(parts) => parts.write_rows(rows)?,
         }
         crate::failpoint::hit("mid-upload");
@@ -1334,6 +1430,7 @@ impl<'a> CsvWriter<'a> {
                     folder: 0,
                     first_row: 0,
                     bytes: self.bytes,
+                    crc32: self.crc.sum(),
                 }]
             }
             Sink::Parts(parts) => parts.commit()?,

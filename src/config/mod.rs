@@ -24,7 +24,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         Ok(match StoreUrl::parse(text)? {
             Some(url) => Target::Url(url),
             None => Target::Local(local_path(text)),
@@ -341,7 +341,7 @@ fn delimiter(text: &str) -> Result<u8> {
 
 /// `--storage-option` pairs; a key no store knows is a usage error, found
 /// before any data is read.
-fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
+pub(crate) fn storage_options(pairs: &[String]) -> Result<Vec<(String, String)>> {
     use object_store::{aws::AmazonS3ConfigKey, azure::AzureConfigKey, gcp::GoogleConfigKey};
     pairs
         .iter()
@@ -393,12 +393,18 @@ fn mapping_spec(args: &MappingArgs) -> Result<MappingSpec> {
     Ok(spec)
 }
 
+/// `args` with its `--config` file merged under the flags.
+pub(crate) fn merged_args(args: &ConvertArgs) -> Result<ConvertArgs> {
+    let mut merged = args.clone();
+    if let Some(path) = &args.mapping.config {
+        file::FileConfig::load(path)?.merge_convert(&mut merged);
+    }
+    Ok(merged)
+}
+
 impl ConvertConfig {
     pub fn from_args(args: &ConvertArgs, quiet: bool) -> Result<Self> {
-        let mut merged = args.clone();
-        if let Some(path) = &args.mapping.config {
-            file::FileConfig::load(path)?.merge_convert(&mut merged);
-        }
+        let merged = merged_args(args)?;
         let args = &merged;
         if args.input.sources.is_empty() {
             return Err(Error::usage(

@@ -49,6 +49,8 @@ pub struct Part {
     pub first_row: u64,
     /// Its size, header included.
     pub bytes: u64,
+    /// The CRC-32 of its bytes.
+    pub crc32: u32,
 }
 
 type Open<'a> = Box<dyn FnMut(&Target) -> Result<CsvOut> + 'a>;
@@ -66,6 +68,8 @@ pub(crate) struct Parts<'a> {
     /// Rows written so far.
     rows: u64,
     folder_bytes: u64,
+    /// The CRC-32 of the current part so far.
+    crc: flate2::Crc,
     pub parts: Vec<Part>,
 }
 
@@ -87,6 +91,7 @@ impl<'a> Parts<'a> {
             finished: Vec::new(),
             rows: 0,
             folder_bytes: 0,
+            crc: flate2::Crc::new(),
             parts: Vec::new(),
         };
         parts.start(0, 0)?;
@@ -100,6 +105,8 @@ impl<'a> Parts<'a> {
         if let Some(done) = self.current.replace(out) {
             self.finished.push(done);
         }
+        self.seal();
+        self.crc.update(&self.header);
         if self.parts.last().is_none_or(|p| p.folder != folder) {
             self.folder_bytes = 0;
         }
@@ -109,8 +116,17 @@ impl<'a> Parts<'a> {
             folder,
             first_row: self.rows,
             bytes: self.header.len() as u64,
+            crc32: 0,
         });
         Ok(())
+    }
+
+    /// Records the CRC of the part being finished, and starts a new one.
+    fn seal(&mut self) {
+        if let Some(part) = self.parts.last_mut() {
+            part.crc32 = self.crc.sum();
+        }
+        self.crc.reset();
     }
 
     /// Sets the header, written at the top of every part; the first part
@@ -121,6 +137,7 @@ impl<'a> Parts<'a> {
         debug_assert_eq!(part.bytes, 0);
         part.bytes += header.len() as u64;
         self.folder_bytes += header.len() as u64;
+        self.crc.update(header);
         self.current
             .as_mut()
             .expect("a part is open")
@@ -174,12 +191,14 @@ impl<'a> Parts<'a> {
         let part = self.parts.last_mut().expect("a part is open");
         part.bytes += rows.len() as u64;
         self.folder_bytes += rows.len() as u64;
+        self.crc.update(rows);
         self.rows += memchr::memchr_iter(b'\n', rows).count() as u64;
         Ok(())
     }
 
     /// Commits every part, in order.
     pub fn commit(mut self) -> Result<Vec<Part>> {
+        self.seal();
         self.finished.extend(self.current.take());
         for out in self.finished.drain(..) {
             out.commit()?;
@@ -229,6 +248,9 @@ mod tests {
                     .unwrap();
                 let text = std::fs::read_to_string(&p.name).unwrap();
                 assert_eq!(p.bytes, text.len() as u64);
+                let mut crc = flate2::Crc::new();
+                crc.update(text.as_bytes());
+                assert_eq!(p.crc32, crc.sum());
                 (rel.to_string(), text)
             })
             .collect()
