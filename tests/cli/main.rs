@@ -7,4 +7,5 @@ mod help;
 mod objstore;
 mod proxy;
 mod run;
+mod shards;
 mod workdir;
