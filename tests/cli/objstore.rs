@@ -906,3 +906,50 @@ fn repeated_runs_keep_state_lock_and_deltas_on_s3() {
     assert!(runs.iter().all(|r| r["status"] == "done"));
     assert!(runs[0]["objects"][0]["etag"].is_string());
 }
+
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn shards_run_from_and_to_s3_and_commit_the_single_run() {
+    let store = test_store();
+    let prefix = unique("shards");
+    upload_events(&store, &prefix, 0, 12);
+    let wd = Workdir::new();
+    let src = format!("s3://{}/{prefix}/raw/", bucket());
+    let run = format!("s3://{}/{prefix}/run/", bucket());
+    let single = format!("s3://{}/{prefix}/single/", bucket());
+    s3_run(&wd, &["convert", &src, "-o", &single, "-q"]).assert_code(0);
+    s3_run(&wd, &["plan", &src, "-o", &run, "--shards", "3", "-q"]).assert_code(0);
+    // Shards run from another folder: the plan names objects by URL.
+    let elsewhere = Workdir::new();
+    for i in [2, 0, 1] {
+        s3_run(
+            &elsewhere,
+            &["convert", "--plan", &run, "--shard", &i.to_string(), "-q"],
+        )
+        .assert_code(0);
+    }
+    assert_eq!(
+        list_keys(&store, &format!("{prefix}/run")),
+        [
+            "done/part-00000.json",
+            "done/part-00001.json",
+            "done/part-00002.json",
+            "parts/part-00000.csv",
+            "parts/part-00001.csv",
+            "parts/part-00002.csv",
+            "plan.json"
+        ]
+    );
+    let dest = format!("s3://{}/{prefix}/out/interactions.csv", bucket());
+    s3_run(&wd, &["commit", &run, "-o", &dest, "-q"]).assert_code(0);
+    let want = get_object(&store, &format!("{prefix}/single/interactions.csv")).unwrap();
+    assert_eq!(
+        get_object(&store, &format!("{prefix}/out/interactions.csv")).unwrap(),
+        want
+    );
+    assert_eq!(
+        get_object(&store, &format!("{prefix}/out/interactions.avsc")).unwrap(),
+        get_object(&store, &format!("{prefix}/single/interactions.avsc")).unwrap()
+    );
+    assert_eq!(want.iter().filter(|&&b| b == b'\n').count(), 1 + 12 * 20);
+}
