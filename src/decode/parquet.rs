@@ -114,16 +114,30 @@ pub(crate) fn column<'a>(batch: &'a RecordBatch, path: &str) -> Option<Column<'a
         array = s.column_by_name(part)?;
     }
     let mut col = Column::new(array);
+    col.nulls |= parents.iter().any(|p| p.null_count() > 0);
     col.parents = parents;
     Some(col)
 }
 
-/// A column with what reading one row needs: dictionary keys resolved once
-/// per batch, and the structs around it (a null struct nulls its fields).
+/// A column with what reading one row needs: the array downcast once per
+/// batch for the common types, dictionary keys resolved once, and the
+/// structs around it (a null struct nulls its fields).
 pub(crate) struct Column<'a> {
     array: &'a ArrayRef,
+    typed: Typed<'a>,
     dictionary: Option<(Vec<usize>, &'a ArrayRef)>,
     parents: Vec<&'a StructArray>,
+    /// Some value of the column or of a struct around it is null.
+    nulls: bool,
+}
+
+/// The array of the usual event columns, downcast once per batch instead
+/// of once per value.
+enum Typed<'a> {
+    Utf8(&'a arrow_array::StringArray),
+    Int64(&'a arrow_array::Int64Array),
+    Float64(&'a arrow_array::Float64Array),
+    Other,
 }
 
 impl<'a> Column<'a> {
@@ -131,16 +145,30 @@ impl<'a> Column<'a> {
         let dictionary = array
             .as_any_dictionary_opt()
             .map(|d| (d.normalized_keys(), d.values()));
+        let typed = match array.data_type() {
+            DataType::Utf8 => Typed::Utf8(array.as_string::<i32>()),
+            DataType::Int64 => Typed::Int64(array.as_primitive::<Int64Type>()),
+            DataType::Float64 => Typed::Float64(array.as_primitive::<Float64Type>()),
+            _ => Typed::Other,
+        };
         Column {
             array,
+            typed,
             dictionary,
             parents: Vec::new(),
+            nulls: array.logical_null_count() > 0,
         }
     }
 
     pub fn cell(&self, row: usize) -> Cell<'a> {
-        if self.array.is_null(row) || self.parents.iter().any(|p| p.is_null(row)) {
+        if self.nulls && (self.array.is_null(row) || self.parents.iter().any(|p| p.is_null(row))) {
             return Cell::Null;
+        }
+        match self.typed {
+            Typed::Utf8(a) => return Cell::Str(Cow::Borrowed(a.value(row))),
+            Typed::Int64(a) => return Cell::Int(a.value(row)),
+            Typed::Float64(a) => return Cell::Float(a.value(row)),
+            Typed::Other => {}
         }
         let array: &'a ArrayRef = self.array;
         match &self.dictionary {

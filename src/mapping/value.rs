@@ -424,7 +424,7 @@ pub(crate) fn timestamp(
     let numeric = unit != Some(TimeUnit::Iso);
     match cell {
         Cell::Seconds(s) => Ok(*s),
-        Cell::Int(n) if numeric => numeric_timestamp(&n.to_string(), unit).ok_or_else(bad),
+        Cell::Int(n) if numeric => Ok(integer_timestamp(*n, unit)),
         Cell::Float(x) if numeric => numeric_timestamp(&x.to_string(), unit).ok_or_else(bad),
         Cell::Number { text, .. } if numeric => numeric_timestamp(text, unit).ok_or_else(bad),
         Cell::Str(_) | Cell::JsonStr(_) | Cell::Field(_) => {
@@ -439,28 +439,36 @@ pub(crate) fn timestamp(
     }
 }
 
+/// What a number in `unit` is divided by to give seconds; without a unit
+/// the magnitude decides.
+fn divisor(unit: Option<TimeUnit>, magnitude: f64) -> i64 {
+    match unit {
+        Some(TimeUnit::Seconds) => 1,
+        Some(TimeUnit::Millis) => 1_000,
+        Some(TimeUnit::Micros) => 1_000_000,
+        Some(TimeUnit::Nanos) => 1_000_000_000,
+        _ if magnitude < 1e11 => 1,
+        _ if magnitude < 1e14 => 1_000,
+        _ if magnitude < 1e17 => 1_000_000,
+        _ => 1_000_000_000,
+    }
+}
+
+/// Epoch seconds from an integer in `unit`, or by magnitude.
+fn integer_timestamp(n: i64, unit: Option<TimeUnit>) -> i64 {
+    n / divisor(unit, n.unsigned_abs() as f64)
+}
+
 /// Epoch seconds from a decimal number in `unit`, or by magnitude.
 pub(crate) fn numeric_timestamp(text: &str, unit: Option<TimeUnit>) -> Option<i64> {
-    let divisor = |magnitude: f64| -> i64 {
-        match unit {
-            Some(TimeUnit::Seconds) => 1,
-            Some(TimeUnit::Millis) => 1_000,
-            Some(TimeUnit::Micros) => 1_000_000,
-            Some(TimeUnit::Nanos) => 1_000_000_000,
-            _ if magnitude < 1e11 => 1,
-            _ if magnitude < 1e14 => 1_000,
-            _ if magnitude < 1e17 => 1_000_000,
-            _ => 1_000_000_000,
-        }
-    };
     if let Ok(n) = text.parse::<i64>() {
-        return Some(n / divisor(n.unsigned_abs() as f64));
+        return Some(integer_timestamp(n, unit));
     }
     let x: f64 = text.parse().ok()?;
     if !x.is_finite() || text.trim() != text {
         return None;
     }
-    let secs = (x / divisor(x.abs()) as f64).trunc();
+    let secs = (x / divisor(unit, x.abs()) as f64).trunc();
     (secs.abs() < 9.2e18).then_some(secs as i64)
 }
 
