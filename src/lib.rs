@@ -278,10 +278,10 @@ pub fn run(cli: &Cli) -> Result<i32> {
                     if !cfg.quiet {
                         eprintln!(
                             "personalize-prep: nothing new in {} since the last run \
-                             ({} objects converted in {} runs); nothing written",
+                             ({} converted in {}); nothing written",
                             cfg.sources.join(", "),
-                            outcome.known_objects,
-                            outcome.known_runs
+                            counted(outcome.known_objects, "object"),
+                            counted(outcome.known_runs, "run")
                         );
                     }
                     return Ok(0);
@@ -367,4 +367,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `n` and the noun, plural unless `n` is 1.
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }

@@ -90,16 +90,14 @@ impl Io {
         let mut objects =
             self.rt
                 .block_on(source::list(&cfg.sources, &cfg.filter, &self.stores))?;
-        let outputs: Vec<&Target> = cfg
-            .csv
-            .iter()
-            .filter_map(|d| match d {
-                CsvDest::File(t) => Some(t),
-                CsvDest::Stdout => None,
-            })
-            .chain(cfg.schema_out.iter())
-            .collect();
-        objects.retain(|o| !outputs.iter().any(|t| is_target(o, t)));
+        let csv = match &cfg.csv {
+            Some(CsvDest::File(t)) => Some(t),
+            _ => None,
+        };
+        let outputs: Vec<&Target> = csv.into_iter().chain(cfg.schema_out.iter()).collect();
+        objects.retain(|o| {
+            !outputs.iter().any(|t| is_target(o, t)) && !csv.is_some_and(|t| is_part_of(o, t))
+        });
         Ok(objects)
     }
 
@@ -313,6 +311,40 @@ pub(crate) fn is_target(object: &Object, target: &Target) -> bool {
             }
         }
         (Location::Remote { .. }, Target::Url(url)) => object.name == url.at(&url.key),
+        _ => false,
+    }
+}
+
+/// True when `object` is a part `NAME-00000.csv`, … of the output `target`
+/// (`NAME.csv`).
+fn is_part_of(object: &Object, target: &Target) -> bool {
+    // `candidate` is `stem-DDDDD.ext` for `name` = `stem.ext`.
+    fn matches(candidate: &str, name: &str) -> bool {
+        let (stem, ext) = match name.rfind('.') {
+            Some(dot) if !name[dot..].contains('/') => name.split_at(dot),
+            _ => (name, ""),
+        };
+        candidate
+            .strip_prefix(stem)
+            .and_then(|rest| rest.strip_suffix(ext))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|digits| digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit()))
+    }
+    match (&object.location, target) {
+        (Location::Local(path), Target::Local(out)) => {
+            let dir = |p: &std::path::Path| {
+                let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+                std::fs::canonicalize(parent.unwrap_or(std::path::Path::new(".")))
+            };
+            let name = |p: &std::path::Path| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            matches!((dir(path), dir(out)), (Ok(a), Ok(b)) if a == b)
+                && matches(&name(path), &name(out))
+        }
+        (Location::Remote { .. }, Target::Url(url)) => matches(&object.name, &url.at(&url.key)),
         _ => false,
     }
 }
@@ -999,15 +1031,47 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
     let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
     let objects = io.list(cfg)?;
     let dest = cfg.csv.clone().expect("convert has an output");
-    let layout = match (cfg.max_file_size, dest) {
+    let layout = match (cfg.max_file_size, dest.clone()) {
         (Some(max), CsvDest::File(target)) => Layout::Parts {
             names: PartNames::Beside(target),
             max_file: Some(max),
             max_folder: None,
         },
-        (_, dest) => Layout::One(dest),
+        (_, dest) => Layout::One(dest.clone()),
     };
-    convert_objects(cfg, &io, &objects, layout)
+    let mut summary = convert_objects(cfg, &io, &objects, layout)?;
+    if let CsvDest::File(target) = &dest {
+        let split = cfg.max_file_size.is_some();
+        remove_stale_parts(&io, target, split, &mut summary)?;
+    }
+    Ok(summary)
+}
+
+/// After a commit to `target`: removes what an earlier run with another
+/// `--max-file-size` left beside it (the whole `NAME.csv`, or parts
+/// `NAME-00000.csv`, … past the last one written), which a folder import
+/// would otherwise read twice.
+fn remove_stale_parts(io: &Io, target: &Target, split: bool, summary: &mut Summary) -> Result<()> {
+    let written = if split { summary.parts.len() } else { 0 };
+    let mut stale = Vec::new();
+    if split && io.size(target)?.is_some() {
+        stale.push(target.clone());
+    }
+    for i in written.. {
+        let part = target.with_suffix(&format!("-{i:05}"));
+        if io.size(&part)?.is_none() {
+            break;
+        }
+        stale.push(part);
+    }
+    for t in stale {
+        io.delete(&t)?;
+        summary.warnings.push(format!(
+            "removed {t}: an earlier run's output, which a folder import would read \
+             besides this one"
+        ));
+    }
+    Ok(())
 }
 
 /// Converts `objects` into `layout` and writes the schema.

@@ -168,6 +168,14 @@ impl State {
         id(now)
     }
 
+    /// Records the limits a pending run is redone under.
+    fn set_limits(&mut self, redo: &RunRecord) {
+        if let Some(run) = self.runs.iter_mut().find(|r| r.id == redo.id) {
+            run.max_import_size = redo.max_import_size;
+            run.max_file_size = redo.max_file_size;
+        }
+    }
+
     fn finish(&mut self, id: &str, folders: Vec<String>, summary: &Summary) {
         let run = self
             .runs
@@ -455,7 +463,27 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
             pending.id,
             objects.len()
         );
-        runs.push(run_delta(cfg, &io, st, &mut state, pending, objects, true)?);
+        // A crash before its first part landed (or limits a row did not
+        // fit in) left nothing of it visible: it is redone under the
+        // limits of this run. Once a part landed, the same limits cut it
+        // into the same files again.
+        let mut pending = pending.clone();
+        let limits = (st.max_import_size, cfg.max_file_size);
+        if (pending.max_import_size, pending.max_file_size) != limits {
+            let first = PartNames::Runs {
+                runs: st.runs.clone(),
+                run: pending.id.clone(),
+            }
+            .part(0, 0);
+            if io.size(&first)?.is_none() {
+                (pending.max_import_size, pending.max_file_size) = limits;
+                state.set_limits(&pending);
+                state.save(&io, &st.target)?;
+            }
+        }
+        runs.push(run_delta(
+            cfg, &io, st, &mut state, &pending, objects, true,
+        )?);
     }
     if !plan.new.is_empty() {
         let record = RunRecord {

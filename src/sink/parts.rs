@@ -132,6 +132,14 @@ impl<'a> Parts<'a> {
     /// Sets the header, written at the top of every part; the first part
     /// must still be empty.
     pub fn header(&mut self, header: &[u8]) -> Result<()> {
+        let limit = self.max_file.min(self.max_folder);
+        if header.len() as u64 >= limit {
+            return Err(Error::usage(format!(
+                "the {}-byte header does not fit in a part of at most {limit} bytes with a row: \
+                 raise --max-file-size or --max-import-size",
+                header.len()
+            )));
+        }
         self.header = header.to_vec();
         let part = self.parts.last_mut().expect("a part is open");
         debug_assert_eq!(part.bytes, 0);
@@ -150,7 +158,8 @@ impl<'a> Parts<'a> {
         let mut rest = rows;
         while !rest.is_empty() {
             let part = self.parts.last().expect("a part is open");
-            let room = (self.max_file - part.bytes).min(self.max_folder - self.folder_bytes);
+            let room = (self.max_file.saturating_sub(part.bytes))
+                .min(self.max_folder.saturating_sub(self.folder_bytes));
             let fit = if rest.len() as u64 <= room {
                 rest.len()
             } else {

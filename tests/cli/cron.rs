@@ -664,3 +664,93 @@ fn a_second_run_fails_fast_while_the_first_holds_the_lock() {
     assert!(third.stderr.contains("its process is no longer running"));
     assert_eq!(all_ids(&wd), expected_ids(0, 3, 5));
 }
+
+#[test]
+fn a_run_whose_rows_did_not_fit_is_redone_under_the_new_limits() {
+    let wd = Workdir::new();
+    add_objects(&wd, 0, 2, 3);
+    // The header alone is over the limit: a usage error, not a crash.
+    let run = wd.run(&args(&["--max-file-size", "20B"]));
+    run.assert_code(2);
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: the 37-byte header does not fit in a part of at most 20 bytes \
+         with a row: raise --max-file-size or --max-import-size\n"
+    );
+    // A row over the limit leaves the run pending with nothing visible...
+    let run = wd.run(&args(&["--max-file-size", "60B"]));
+    run.assert_code(2);
+    assert!(
+        run.stderr.starts_with("personalize-prep: a row of "),
+        "{}",
+        run.stderr
+    );
+    let state = state_json(&wd);
+    let id = state["runs"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(state["runs"][0]["status"], "pending");
+    assert_eq!(state["runs"][0]["max_file_size"], 60);
+    assert!(deltas(&wd).is_empty());
+    // ...and a rerun with a larger limit redoes it under that limit.
+    wd.run(&args(&["--max-file-size", "10MB"])).assert_code(0);
+    let state = state_json(&wd);
+    assert_eq!(state["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(state["runs"][0]["status"], "done");
+    assert_eq!(state["runs"][0]["max_file_size"], 10_000_000);
+    assert_eq!(deltas(&wd).keys().collect::<Vec<_>>(), [&id]);
+    assert_eq!(all_ids(&wd), expected_ids(0, 2, 3));
+}
+
+#[test]
+fn outputs_of_an_earlier_split_are_removed_and_never_read_back() {
+    let wd = Workdir::new();
+    add_objects(&wd, 0, 3, 4);
+    let convert = |dest: &str, extra: &[&str]| {
+        let mut a = vec!["convert", "raw", "-o", dest, "-q"];
+        a.extend_from_slice(extra);
+        wd.run(&a)
+    };
+    let removed = |names: &[&str]| -> String {
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "personalize-prep: warning: removed {n}: an earlier run's output, which a \
+                     folder import would read besides this one\n"
+                )
+            })
+            .collect()
+    };
+    convert("out/", &["--max-file-size", "300B"]).assert_code(0);
+    let parts = wd.files("out");
+    assert!(parts.len() >= 3, "{parts:?}");
+    let later: Vec<String> = (1..parts.len() - 1)
+        .map(|i| format!("out/interactions-{i:05}.csv"))
+        .collect();
+    let run = convert("out/", &["--max-file-size", "10MB"]);
+    run.assert_code(0);
+    let later: Vec<&str> = later.iter().map(String::as_str).collect();
+    assert_eq!(run.stderr, removed(&later));
+    assert_eq!(
+        wd.files("out"),
+        ["interactions-00000.csv", "interactions.avsc"]
+    );
+    let run = convert("out/", &[]);
+    run.assert_code(0);
+    assert_eq!(run.stderr, removed(&["out/interactions-00000.csv"]));
+    assert_eq!(wd.files("out"), ["interactions.avsc", "interactions.csv"]);
+    let whole = wd.read("out/interactions.csv");
+    let run = convert("out/", &["--max-file-size", "10MB"]);
+    assert_eq!(run.stderr, removed(&["out/interactions.csv"]));
+    assert_eq!(wd.read("out/interactions-00000.csv"), whole);
+    // Parts written inside the source are not read back by the next run.
+    for _ in 0..2 {
+        convert("raw/out/", &["--max-file-size", "300B"]).assert_code(0);
+    }
+    let mut joined = String::new();
+    for f in wd.files("raw/out").iter().filter(|f| f.ends_with(".csv")) {
+        let text = wd.read(&format!("raw/out/{f}"));
+        joined.push_str(text.strip_prefix(&format!("{HEADER}\n")).unwrap());
+    }
+    assert_eq!(wd.files("raw/out"), parts);
+    assert_eq!(format!("{HEADER}\n{joined}"), whole);
+}
