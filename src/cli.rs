@@ -266,9 +266,17 @@ pub struct ConvertArgs {
     pub max_file_size: Option<String>,
 
     /// Convert one shard of a plan (see the plan command) into
-    /// RUN/parts/part-NNNNN.csv with its completion marker; every other
-    /// setting comes from the plan.
-    #[arg(long, value_name = "RUN", requires = "shard", help_heading = "Shards")]
+    /// RUN/parts/part-NNNNN.csv with its completion marker; the sources,
+    /// mapping and output come from the plan, and flags that would change
+    /// them are refused.
+    #[arg(long, value_name = "RUN", requires = "shard", help_heading = "Shards",
+        conflicts_with_all = [
+            "sources", "include", "exclude", "since", "until", "format", "delimiter",
+            "compression", "timestamp_unit", "config", "dataset", "maps", "columns", "textual",
+            "categorical", "not_categorical", "types", "output", "schema_out", "csv_dialect",
+            "on_error", "rejects", "max_errors", "report", "dedupe", "domain", "strict",
+            "dry_run", "state", "max_file_size",
+        ])]
     pub plan: Option<String>,
 
     /// The shard to convert, 0-based.

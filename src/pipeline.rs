@@ -185,19 +185,22 @@ impl Io {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| err("cannot create the folder", e))?;
                 }
-                let mut file = match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(path)
-                {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-                    Err(e) => return Err(err("cannot create", e)),
-                };
-                file.write_all(bytes)
-                    .and_then(|()| file.sync_all())
+                // Written whole beside it, then linked into place (which
+                // fails if the name exists): the file never shows up empty
+                // or half-written, whenever the process dies.
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(".create-new")
+                    .tempfile_in(dir.unwrap_or(std::path::Path::new(".")))
+                    .map_err(|e| err("cannot create", e))?;
+                tmp.write_all(bytes)
+                    .and_then(|()| tmp.as_file().sync_all())
                     .map_err(|e| err("cannot write", e))?;
-                Ok(true)
+                match std::fs::hard_link(tmp.path(), path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(err("cannot create", e)),
+                }
             }
             Target::Url(url) => {
                 let store = self.rt.block_on(self.stores.get(url))?;

@@ -234,6 +234,12 @@ pub fn plan(args: &PlanArgs, quiet: bool) -> Result<String> {
     let run = Target::parse(&run_text)?;
     let cfg = ConvertConfig::from_args(&conv, quiet)?;
     let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
+    // Parts of an earlier plan would be committed with this one's.
+    if io.size(&run.join("plan.json"))?.is_some() {
+        return Err(Error::usage(format!(
+            "{run} already holds a plan: plan into a new run folder (or remove this one)"
+        )));
+    }
     let mut objects = io.list_all(&cfg)?;
     let run_prefix = format!("{}/", run.to_string().trim_end_matches('/'));
     objects

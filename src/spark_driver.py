@@ -61,6 +61,8 @@ def executable(binary):
             path = shipped
     except Exception:
         pass
+    if not os.path.exists(path):
+        path = shutil.which(path) or path
     if not os.access(path, os.X_OK):
         copy = os.path.join(tempfile.mkdtemp(prefix="personalize-prep-"), "personalize-prep")
         shutil.copyfile(path, copy)
@@ -88,23 +90,24 @@ def run_shard(binary, run, storage, shard):
 def main():
     a = parse_args()
     storage = [x for o in a.storage_option for x in ("--storage-option", o)]
-    if BAKED_RUN is None:
-        subprocess.run([a.binary, "plan"] + a.plan_args
-                       + ["-o", a.run, "--shards", str(a.shards)] + storage, check=True)
-
     from pyspark.sql import SparkSession
     builder = SparkSession.builder.appName("personalize-prep")
     if a.master:
         builder = builder.master(a.master)
     spark = builder.getOrCreate()
     sc = spark.sparkContext
+    # The driver's copy too may be one shipped with the job.
+    driver_binary = executable(a.binary)
+    if BAKED_RUN is None:
+        subprocess.run([driver_binary, "plan"] + a.plan_args
+                       + ["-o", a.run, "--shards", str(a.shards)] + storage, check=True)
     binary, run = a.binary, a.run
     sc.parallelize(range(a.shards), a.shards) \
         .map(lambda shard: run_shard(binary, run, storage, shard)) \
         .collect()
     spark.stop()
 
-    commit = [a.binary, "commit", a.run] + storage
+    commit = [driver_binary, "commit", a.run] + storage
     if a.output:
         commit += ["-o", a.output]
     subprocess.run(commit, check=True)

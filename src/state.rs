@@ -199,6 +199,10 @@ struct Holder {
     /// reused pid is not taken for the holder.
     #[serde(default)]
     pid_start: Option<u64>,
+    /// The PID namespace (`/proc/self/ns/pid`): containers sharing a host
+    /// name have their own pids, which say nothing about each other.
+    #[serde(default)]
+    pid_ns: Option<String>,
     started: String,
     started_at: i64,
 }
@@ -210,6 +214,9 @@ impl Holder {
             host: host_name(),
             pid: std::process::id(),
             pid_start: process_start(std::process::id()),
+            pid_ns: std::fs::read_link("/proc/self/ns/pid")
+                .ok()
+                .map(|p| p.display().to_string()),
             started: format_utc(now),
             started_at: now,
         }
@@ -217,7 +224,7 @@ impl Holder {
 
     /// Whether the holder is a process of this host that no longer runs.
     fn is_gone(&self, me: &Holder) -> bool {
-        if self.host != me.host {
+        if self.host != me.host || self.pid_ns.is_none() || self.pid_ns != me.pid_ns {
             return false;
         }
         if self.pid == me.pid {
@@ -251,12 +258,18 @@ fn process_start(pid: u32) -> Option<u64> {
 }
 
 /// The lock on a state: a file created only if absent, or an object
-/// created with a create-if-absent PUT. Released when dropped; a crash
-/// leaves it for the next run to judge.
+/// created with a create-if-absent PUT. Released when dropped, if it is
+/// still this run's; a crash leaves it for the next run to judge.
 struct Lock<'a> {
     io: &'a Io,
     target: Target,
+    /// What this run wrote into it.
+    text: String,
 }
+
+/// How long a takeover may hold its claim before another run may remove
+/// it (a takeover takes a few requests).
+const CLAIM_TIMEOUT_SECS: i64 = 60;
 
 impl<'a> Lock<'a> {
     fn take(io: &'a Io, st: &StateConfig) -> Result<Self> {
@@ -266,7 +279,7 @@ impl<'a> Lock<'a> {
         for _ in 0..5 {
             if io.create_new(&target, text.as_bytes())? {
                 log::debug!("locked {target}");
-                return Ok(Lock { io, target });
+                return Ok(Lock { io, target, text });
             }
             let Some(bytes) = io.read_small(&target)? else {
                 continue; // released in between
@@ -291,10 +304,11 @@ impl<'a> Lock<'a> {
             };
             match why {
                 Some(why) => {
-                    eprintln!(
-                        "personalize-prep: warning: {target}: removing the lock of {who}: {why}"
-                    );
-                    io.delete(&target)?;
+                    if Lock::remove_judged(io, &target, &bytes, &me, &text)? {
+                        eprintln!(
+                            "personalize-prep: warning: {target}: removed the lock of {who}: {why}"
+                        );
+                    }
                 }
                 None => {
                     return Err(state_error(
@@ -314,10 +328,73 @@ impl<'a> Lock<'a> {
             format!("cannot take the lock {target}: other runs keep taking it"),
         ))
     }
+
+    /// Removes the lock judged stale, if it still holds `judged`: under a
+    /// takeover claim (`LOCK.takeover`, created only if absent), so that of
+    /// two runs judging the same stale lock only one removes it, and never
+    /// the lock the other has just taken. False when the lock changed.
+    fn remove_judged(
+        io: &Io,
+        target: &Target,
+        judged: &[u8],
+        me: &Holder,
+        text: &str,
+    ) -> Result<bool> {
+        let claim = target.with_extension_added("takeover");
+        if !io.create_new(&claim, text.as_bytes())? {
+            let holder = io
+                .read_small(&claim)?
+                .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
+            let stale = holder
+                .as_ref()
+                .is_none_or(|h| h.is_gone(me) || now_secs() - h.started_at >= CLAIM_TIMEOUT_SECS);
+            if stale {
+                io.delete(&claim)?;
+            }
+            return Ok(false);
+        }
+        let same = io.read_small(target)?.as_deref() == Some(judged);
+        if same {
+            io.delete(target)?;
+        }
+        io.delete(&claim)?;
+        Ok(same)
+    }
+
+    /// Saves the state if the lock is still this run's: a run whose lock
+    /// was taken over (`--lock-timeout`, `--break-lock`) stops instead of
+    /// overwriting the state of the run that took it.
+    fn save(&self, state: &State, target: &Target) -> Result<()> {
+        self.check()?;
+        state.save(self.io, target)
+    }
+
+    fn check(&self) -> Result<()> {
+        let now = self.io.read_small(&self.target)?;
+        if now.as_deref() == Some(self.text.as_bytes()) {
+            return Ok(());
+        }
+        let who = now
+            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+            .map_or("no lock at all".to_string(), |h| {
+                format!("host {}, pid {}, started {}", h.host, h.pid, h.started)
+            });
+        Err(state_error(
+            &self.target,
+            format!(
+                "this run's lock was taken over (it now names {who}); stopping without \
+                 saving the state: the next run redoes what this one did not finish"
+            ),
+        ))
+    }
 }
 
 impl Drop for Lock<'_> {
     fn drop(&mut self) {
+        // Another run's lock (after a takeover) is left alone.
+        if self.check().is_err() {
+            return;
+        }
         if let Err(e) = self.io.delete(&self.target) {
             eprintln!("personalize-prep: warning: cannot release the lock: {e}");
         }
@@ -452,7 +529,7 @@ fn listing(cfg: &ConvertConfig, io: &Io, st: &StateConfig) -> Result<Vec<Object>
 pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
     let st = cfg.state.as_ref().expect("a --state run");
     let io = Io::with_retries(&cfg.storage_options, cfg.retries, cfg.retry_timeout)?;
-    let _lock = Lock::take(&io, st)?;
+    let lock = Lock::take(&io, st)?;
     let mut state = State::load(&io, &st.target, &cfg.mapping.dataset.to_string())?;
     let known_runs = state.runs.len();
     let plan = plan(cfg, st, &state, &listing(cfg, &io, st)?)?;
@@ -478,11 +555,11 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
             if io.size(&first)?.is_none() {
                 (pending.max_import_size, pending.max_file_size) = limits;
                 state.set_limits(&pending);
-                state.save(&io, &st.target)?;
+                lock.save(&state, &st.target)?;
             }
         }
         runs.push(run_delta(
-            cfg, &io, st, &mut state, &pending, objects, true,
+            cfg, &io, &lock, st, &mut state, &pending, objects, true,
         )?);
     }
     if !plan.new.is_empty() {
@@ -499,10 +576,10 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Outcome> {
             objects: plan.new.iter().map(Seen::of).collect(),
         };
         state.runs.push(record.clone());
-        state.save(&io, &st.target)?;
+        lock.save(&state, &st.target)?;
         failpoint::hit("after-pending");
         runs.push(run_delta(
-            cfg, &io, st, &mut state, &record, &plan.new, false,
+            cfg, &io, &lock, st, &mut state, &record, &plan.new, false,
         )?);
     }
     Ok(Outcome {
@@ -550,9 +627,11 @@ pub fn dry_run(cfg: &ConvertConfig) -> Result<String> {
 }
 
 /// Converts one run's objects into its folders and marks it done.
+#[allow(clippy::too_many_arguments)]
 fn run_delta(
     cfg: &ConvertConfig,
     io: &Io,
+    lock: &Lock,
     st: &StateConfig,
     state: &mut State,
     record: &RunRecord,
@@ -579,7 +658,7 @@ fn run_delta(
         })
         .collect();
     state.finish(&record.id, folders.clone(), &summary);
-    state.save(io, &st.target)?;
+    lock.save(state, &st.target)?;
     failpoint::hit("after-done");
     Ok(DeltaRun {
         id: record.id.clone(),

@@ -350,7 +350,7 @@ fn a_held_lock_fails_fast_naming_the_holder_and_can_be_taken_over() {
     run.assert_code(0);
     assert!(
         run.stderr.contains(
-            "removing the lock of host etl-7, pid 4242, started then: older than --lock-timeout"
+            "removed the lock of host etl-7, pid 4242, started then: older than --lock-timeout"
         ),
         "{}",
         run.stderr
@@ -753,4 +753,47 @@ fn outputs_of_an_earlier_split_are_removed_and_never_read_back() {
     }
     assert_eq!(wd.files("raw/out"), parts);
     assert_eq!(format!("{HEADER}\n{joined}"), whole);
+}
+
+#[test]
+fn a_run_whose_lock_was_taken_over_stops_without_saving() {
+    let wd = Workdir::new();
+    add_objects(&wd, 0, 3, 5);
+    // The first run sleeps after recording its run as pending...
+    let first = wd
+        .command(&args(&[]))
+        .env("PERSONALIZE_PREP_FAILPOINT", "after-pending")
+        .env("PERSONALIZE_PREP_FAILPOINT_SLEEP", "3")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    while !wd.path().join("state/interactions.json").exists() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the first run never got going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...a second one breaks its lock and redoes that run...
+    let second = wd.run(&args(&["--break-lock"]));
+    second.assert_code(0);
+    let done = wd.read("state/interactions.json");
+    // ...and the first, awake, finds its lock gone: it saves nothing.
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with(
+            "this run's lock was taken over (it now names no lock at all); stopping without \
+             saving the state: the next run redoes what this one did not finish\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(wd.read("state/interactions.json"), done);
+    assert!(!wd.path().join("state/interactions.json.lock").exists());
+    assert_eq!(all_ids(&wd), expected_ids(0, 3, 5));
+    let state = state_json(&wd);
+    assert_eq!(state["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(state["runs"][0]["status"], "done");
 }

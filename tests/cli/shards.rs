@@ -172,14 +172,38 @@ fn missing_stale_and_mismatched_shards_are_clear_errors() {
         "{}",
         run.stderr
     );
-    // A new plan makes the old markers stale.
+    // A run folder is planned once: parts of two plans never mix.
+    let run = wd.run(&["plan", "raw", "-o", "run", "--shards", "2"]);
+    run.assert_code(2);
+    assert_eq!(
+        run.stderr,
+        "personalize-prep: run already holds a plan: plan into a new run folder (or remove this one)\n"
+    );
+    // A marker of another plan is stale.
     std::thread::sleep(std::time::Duration::from_millis(20));
-    plan(&wd, "3");
-    let run = wd.run(&["commit", "run"]);
+    let mut args = vec!["plan", "raw", "-o", "run3", "--shards", "3", "-q"];
+    args.extend(MAPPING);
+    wd.run(&args).assert_code(0);
+    fs::create_dir_all(wd.path().join("run3/done")).unwrap();
+    fs::copy(
+        wd.path().join("run/done/part-00000.json"),
+        wd.path().join("run3/done/part-00000.json"),
+    )
+    .unwrap();
+    let run = wd.run(&["commit", "run3"]);
     run.assert_code(1);
     assert!(
         run.stderr
-            .starts_with("personalize-prep: run: shard 0 is stale: its marker was made for plan "),
+            .starts_with("personalize-prep: run3: shard 0 is stale: its marker was made for plan "),
+        "{}",
+        run.stderr
+    );
+    // Flags the plan fixes are refused by a shard run, not ignored.
+    let run = wd.run(&["convert", "--plan", "run", "--shard", "0", "--dedupe"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("the argument '--plan <RUN>' cannot be used with '--dedupe'"),
         "{}",
         run.stderr
     );
