@@ -105,12 +105,13 @@ def main():
     sc.parallelize(range(a.shards), a.shards) \
         .map(lambda shard: run_shard(binary, run, storage, shard)) \
         .collect()
-    spark.stop()
 
+    # Before the session stops: stopping it removes the shipped files.
     commit = [driver_binary, "commit", a.run] + storage
     if a.output:
         commit += ["-o", a.output]
     subprocess.run(commit, check=True)
+    spark.stop()
 
 
 if __name__ == "__main__":
