@@ -261,21 +261,31 @@ mod swar {
     /// The first byte in a string that is not plain ASCII text: a quote,
     /// a backslash, a control character or a non-ASCII byte.
     pub fn string_special(bytes: &[u8]) -> Option<usize> {
+        let from = match super::sse::string_blocks(bytes, false) {
+            Ok(i) => return Some(i),
+            Err(from) => from,
+        };
         find(
-            bytes,
+            &bytes[from..],
             |w| eq(w, b'"') | eq(w, b'\\') | (w.wrapping_sub(LO * 0x20) & !w & HI) | (w & HI),
             |b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b),
         )
+        .map(|i| from + i)
     }
 
     /// As `string_special`, in text known to be valid UTF-8: a quote, a
     /// backslash or a control character.
     pub fn string_special_ascii_ok(bytes: &[u8]) -> Option<usize> {
+        let from = match super::sse::string_blocks(bytes, true) {
+            Ok(i) => return Some(i),
+            Err(from) => from,
+        };
         find(
-            bytes,
+            &bytes[from..],
             |w| eq(w, b'"') | eq(w, b'\\') | (w.wrapping_sub(LO * 0x20) & !w & HI),
             |b| b == b'"' || b == b'\\' || b < 0x20,
         )
+        .map(|i| from + i)
     }
 
     /// The first quote or backslash.
@@ -298,6 +308,50 @@ mod swar {
             },
             |b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'),
         )
+    }
+}
+
+/// The string search sixteen bytes at a time where SSE2 is there (every
+/// x86_64 CPU): whole 16-byte blocks only, the tail left to the SWAR code.
+mod sse {
+    /// `Ok(i)`: the first quote, backslash or control byte (or, unless
+    /// `utf8_ok`, non-ASCII byte) is at `i`. `Err(from)`: none in the
+    /// whole blocks before `from`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub fn string_blocks(bytes: &[u8], utf8_ok: bool) -> Result<usize, usize> {
+        use std::arch::x86_64::*;
+        let mut at = 0;
+        // SAFETY: SSE2 is part of the x86_64 baseline, and every load reads
+        // 16 bytes inside `bytes` (at + 16 <= len).
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let control = _mm_set1_epi8(0x1f);
+            while at + 16 <= bytes.len() {
+                let v = _mm_loadu_si128(bytes.as_ptr().add(at).cast::<__m128i>());
+                let hits = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                    // min(v, 0x1f) == v exactly for the bytes 0x00..=0x1f.
+                    _mm_cmpeq_epi8(_mm_min_epu8(v, control), v),
+                );
+                let mut mask = _mm_movemask_epi8(hits) as u32;
+                if !utf8_ok {
+                    mask |= _mm_movemask_epi8(v) as u32;
+                }
+                if mask != 0 {
+                    return Ok(at + mask.trailing_zeros() as usize);
+                }
+                at += 16;
+            }
+        }
+        Err(at)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    pub fn string_blocks(_bytes: &[u8], _utf8_ok: bool) -> Result<usize, usize> {
+        Err(0)
     }
 }
 
@@ -1199,7 +1253,7 @@ mod tests {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         for (find, slow) in cases {
             for b in 0..=255u8 {
-                for at in 0..20 {
+                for at in 0..40 {
                     // Plain filler, the byte, then random bytes after it.
                     let mut buf = vec![b'a'; at];
                     buf.push(b);
