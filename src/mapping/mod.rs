@@ -691,6 +691,31 @@ fn write_int(scratch: &mut Scratch, n: i64) -> &str {
 /// A finite float as `Display` writes it (shortest digits, never an
 /// exponent, no `.0`), through ryu's faster shortest-digit search.
 fn write_float(scratch: &mut Scratch, x: f64) -> &str {
+    if let Some((m, k)) = few_decimals(x) {
+        scratch.text.clear();
+        if x < 0.0 {
+            scratch.text.push('-');
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(m);
+        if k > 0 {
+            // `m` is not a multiple of ten (else a smaller `k` had fit).
+            let (int, frac) = if digits.len() > k {
+                digits.split_at(digits.len() - k)
+            } else {
+                ("0", digits)
+            };
+            scratch.text.push_str(int);
+            scratch.text.push('.');
+            for _ in digits.len()..k {
+                scratch.text.push('0');
+            }
+            scratch.text.push_str(frac);
+        } else {
+            scratch.text.push_str(digits);
+        }
+        return &scratch.text;
+    }
     let mut buf = ryu::Buffer::new();
     let text = buf.format_finite(x);
     // With 16 digits or more the two may pick different digits among
@@ -704,6 +729,33 @@ fn write_float(scratch: &mut Scratch, x: f64) -> &str {
         .text
         .push_str(text.strip_suffix(".0").unwrap_or(text));
     &scratch.text
+}
+
+/// `x` as `|m| / 10^k` with the fewest decimals `k` (at most 4), when that
+/// decimal reads back as exactly `x` and `|m|` < 2^50: it is then the
+/// shortest text of `x`, as `Display` writes it (any text with fewer digits
+/// would have fewer decimals, and below 2^50 the values a double rounds
+/// from span less than 10^-k, so no other `k`-decimal text reads back as
+/// it). Prices, ratings and scores mostly take this path instead of ryu.
+fn few_decimals(x: f64) -> Option<(u64, usize)> {
+    const POW: [f64; 5] = [1.0, 10.0, 100.0, 1_000.0, 10_000.0];
+    const LIMIT: f64 = (1u64 << 50) as f64;
+    if x == 0.0 || !x.is_finite() {
+        return None; // -0 keeps its sign through Display
+    }
+    let a = x.abs();
+    for (k, &p) in POW.iter().enumerate() {
+        let m = (a * p).round();
+        if m >= LIMIT {
+            return None;
+        }
+        // `m` and `p` are exact, so `m / p` is the double nearest the
+        // decimal, which is what reading the text gives.
+        if m / p == a {
+            return Some((m as u64, k));
+        }
+    }
+    None
 }
 
 /// Fails with `bad`, or keeps it with its text when skipping.
@@ -1111,6 +1163,11 @@ mod tests {
                 (x & 0x000F_FFFF_FFFF_FFFF) | ((1023 - 20 + exp) << 52),
             ));
             values.push((x % 1_000_000) as f64 / 100.0);
+            // Few decimals (the fast path) and its edges, both signs.
+            for p in [1.0, 10.0, 1_000.0, 10_000.0, 100_000.0] {
+                let v = (x % 10_000_000_000) as f64 / p;
+                values.extend([v, -v, v * 1e6, v / 1e6]);
+            }
         }
         let mut scratch = Scratch::default();
         for v in values {
