@@ -49,6 +49,22 @@ impl Default for Distinct {
 }
 
 impl Distinct {
+    /// An empty sketch that keeps only hashes below `bound`, the largest
+    /// hash of a full sketch these values will be merged into: the others
+    /// cannot be among its smallest (a hash above it only marks the count
+    /// as past the sketch, as it would there).
+    pub fn below(bound: u64) -> Self {
+        Distinct {
+            bound,
+            ..Distinct::default()
+        }
+    }
+
+    /// The largest hash kept once the sketch is full, else `u64::MAX`.
+    pub fn bound(&self) -> u64 {
+        self.bound
+    }
+
     pub fn add(&mut self, text: &str) {
         self.add_hash(Distinct::hash(text));
     }
@@ -459,5 +475,24 @@ mod tests {
         let (n, exact) = d.estimate();
         assert!(!exact);
         assert!((45_000..55_000).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn chunks_below_the_run_bound_give_the_same_sketch() {
+        // Exactly SKETCH distinct values (still exact), then many more.
+        for distinct in [SKETCH, 30_000] {
+            let values: Vec<String> = (0..3 * distinct)
+                .map(|i| format!("v{}", (i * 7919) % distinct))
+                .collect();
+            let mut whole = Distinct::default();
+            values.iter().for_each(|v| whole.add(v));
+            let mut run = Distinct::default();
+            for chunk in values.chunks(700) {
+                let mut part = Distinct::below(run.bound());
+                chunk.iter().for_each(|v| part.add(v));
+                run.merge(part);
+            }
+            assert_eq!(run.estimate(), whole.estimate(), "{distinct}");
+        }
     }
 }

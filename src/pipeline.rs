@@ -1743,6 +1743,9 @@ fn write_all(
                     if let Some(tally) = converted.tally {
                         // A row per line, after the header.
                         stats.tally.merge(tally, 1 + stats.rows);
+                        if let Some(Some(rules)) = run.rules.get() {
+                            rules.publish(&stats.tally);
+                        }
                     }
                     stats.records += converted.records;
                     stats.rows += converted.rows;

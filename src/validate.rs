@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -207,6 +208,10 @@ pub(crate) struct RowRules {
     /// value rules parse and format every number), so `value-type` cannot
     /// fail and is not parsed for again.
     typed: bool,
+    /// The bounds of the run's user and item sketches so far, published by
+    /// the writer as it folds tallies in: a new tally starts from them, so
+    /// a chunk keeps only the hashes that can still count.
+    bounds: [AtomicU64; 2],
 }
 
 /// A column's part in the rules.
@@ -241,6 +246,7 @@ impl RowRules {
             fields,
             roles,
             typed: false,
+            bounds: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
         }
     }
 
@@ -263,6 +269,20 @@ impl RowRules {
             typed: true,
             ..RowRules::new(file, fields, schema.dataset)
         }
+    }
+
+    /// An empty tally for a stretch of rows of this run.
+    pub(crate) fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        tally.stats.users = Distinct::below(self.bounds[0].load(Ordering::Relaxed));
+        tally.stats.items = Distinct::below(self.bounds[1].load(Ordering::Relaxed));
+        tally
+    }
+
+    /// Publishes the sketch bounds of the run's tally so far.
+    pub(crate) fn publish(&self, run: &Tally) {
+        self.bounds[0].store(run.stats.users.bound(), Ordering::Relaxed);
+        self.bounds[1].store(run.stats.items.bound(), Ordering::Relaxed);
     }
 
     pub(crate) fn columns(&self) -> usize {

@@ -776,7 +776,7 @@ impl Converted {
         Converted {
             csv: Vec::with_capacity(input_bytes / 2),
             seen: vec![0; fields],
-            tally: opts.rules.map(|_| Tally::default()),
+            tally: opts.rules.map(RowRules::tally),
             row: RowBuf {
                 keep: opts.rules.is_some(),
                 ..RowBuf::default()
