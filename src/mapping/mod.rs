@@ -227,6 +227,18 @@ pub(crate) enum ValueRule {
     },
 }
 
+impl ValueRule {
+    /// The field is written as a number.
+    fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            ValueRule::MetaInt { .. }
+                | ValueRule::MetaFloat
+                | ValueRule::Reserved(Rule::Number | Rule::Integer | Rule::Timestamp)
+        )
+    }
+}
+
 /// How a field got its source path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldSource {
@@ -570,6 +582,16 @@ impl Mapping {
             let value = field.slot.and_then(&mut cell);
             row.scratch.clear();
             match self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i]) {
+                // A number is written in digits, sign, point and exponent:
+                // nothing to quote or escape.
+                Ok(Some(text)) if field.rule.is_numeric() => {
+                    debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
+                    out.extend_from_slice(text.as_bytes());
+                    if row.keep {
+                        row.texts.push_str(text);
+                        row.ends.push(row.texts.len());
+                    }
+                }
                 Ok(Some(text)) => {
                     push_field(out, text, dialect);
                     if row.keep {
