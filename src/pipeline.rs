@@ -199,7 +199,23 @@ impl Io {
                 match std::fs::hard_link(tmp.path(), path) {
                     Ok(()) => Ok(true),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-                    Err(e) => Err(err("cannot create", e)),
+                    // A file system without hard links: created only if
+                    // absent, then written.
+                    Err(_) => {
+                        let mut file = match std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(path)
+                        {
+                            Ok(f) => f,
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                            Err(e) => return Err(err("cannot create", e)),
+                        };
+                        file.write_all(bytes)
+                            .and_then(|()| file.sync_all())
+                            .map_err(|e| err("cannot write", e))?;
+                        Ok(true)
+                    }
                 }
             }
             Target::Url(url) => {
@@ -1040,7 +1056,7 @@ pub fn convert(cfg: &ConvertConfig) -> Result<Summary> {
             max_file: Some(max),
             max_folder: None,
         },
-        (_, dest) => Layout::One(dest.clone()),
+        (_, dest) => Layout::One(dest),
     };
     let mut summary = convert_objects(cfg, &io, &objects, layout)?;
     if let CsvDest::File(target) = &dest {

@@ -622,16 +622,18 @@ fn a_dry_run_shows_the_pending_run_and_the_new_objects_and_writes_nothing() {
     assert_eq!(wd.files(""), before);
 }
 
-#[test]
-fn a_second_run_fails_fast_while_the_first_holds_the_lock() {
-    let wd = Workdir::new();
-    add_objects(&wd, 0, 3, 5);
-    // The first run stops right after recording its run as pending.
-    let mut first = wd
+/// A run holding the lock, asleep for `secs` right after recording its
+/// run as pending (returned once the state shows it).
+fn asleep_after_pending(
+    wd: &Workdir,
+    secs: u32,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    let child = wd
         .command(&args(&[]))
         .env("PERSONALIZE_PREP_FAILPOINT", "after-pending")
-        .env("PERSONALIZE_PREP_FAILPOINT_SLEEP", "60")
-        .stderr(std::process::Stdio::null())
+        .env("PERSONALIZE_PREP_FAILPOINT_SLEEP", secs.to_string())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let waited = Instant::now();
@@ -642,6 +644,15 @@ fn a_second_run_fails_fast_while_the_first_holds_the_lock() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
+}
+
+#[test]
+fn a_second_run_fails_fast_while_the_first_holds_the_lock() {
+    let wd = Workdir::new();
+    add_objects(&wd, 0, 3, 5);
+    // The first run stops right after recording its run as pending.
+    let mut first = asleep_after_pending(&wd, 60, std::process::Stdio::null());
     let started = Instant::now();
     let second = wd.run(&args(&[]));
     second.assert_code(1);
@@ -760,21 +771,7 @@ fn a_run_whose_lock_was_taken_over_stops_without_saving() {
     let wd = Workdir::new();
     add_objects(&wd, 0, 3, 5);
     // The first run sleeps after recording its run as pending...
-    let first = wd
-        .command(&args(&[]))
-        .env("PERSONALIZE_PREP_FAILPOINT", "after-pending")
-        .env("PERSONALIZE_PREP_FAILPOINT_SLEEP", "3")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let waited = Instant::now();
-    while !wd.path().join("state/interactions.json").exists() {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "the first run never got going"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let first = asleep_after_pending(&wd, 3, std::process::Stdio::piped());
     // ...a second one breaks its lock and redoes that run...
     let second = wd.run(&args(&["--break-lock"]));
     second.assert_code(0);
