@@ -297,16 +297,23 @@ impl RowRules {
         tally: &mut Tally,
         line: u64,
     ) {
-        tally.stats.rows += 1;
-        if tally.stats.filled.len() < self.fields.len() {
-            tally.stats.filled.resize(self.fields.len(), 0);
-        }
+        self.begin_row(tally);
         for (col, text) in values.enumerate() {
             self.value(col, text, tally, line);
         }
     }
 
-    fn value(&self, col: usize, text: &str, tally: &mut Tally, line: u64) {
+    /// Counts a row whose values `value` then checks one by one.
+    pub(crate) fn begin_row(&self, tally: &mut Tally) {
+        tally.stats.rows += 1;
+        if tally.stats.filled.len() < self.fields.len() {
+            tally.stats.filled.resize(self.fields.len(), 0);
+        }
+    }
+
+    /// Checks the value in column `col` (`""` for an empty field) of the
+    /// row on `line`.
+    pub(crate) fn value(&self, col: usize, text: &str, tally: &mut Tally, line: u64) {
         use Severity::Error as E;
         let field = &self.fields[col];
         let (stats, out) = (&mut tally.stats, &mut tally.findings);

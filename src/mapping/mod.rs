@@ -571,6 +571,7 @@ impl Mapping {
         out: &mut Vec<u8>,
         seen: &mut [u8],
         dialect: Dialect,
+        mut check: impl FnMut(usize, &str),
     ) -> Result<(), ValueError> {
         let row_start = out.len();
         row.texts.clear();
@@ -584,22 +585,25 @@ impl Mapping {
             match self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i]) {
                 // A number is written in digits, sign, point and exponent:
                 // nothing to quote or escape.
-                Ok(Some(text)) if field.rule.is_numeric() => {
-                    debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
-                    out.extend_from_slice(text.as_bytes());
-                    if row.keep {
-                        row.texts.push_str(text);
-                        row.ends.push(row.texts.len());
-                    }
-                }
                 Ok(Some(text)) => {
-                    push_field(out, text, dialect);
+                    if field.rule.is_numeric() {
+                        // Digits, sign, point and exponent: nothing to
+                        // quote or escape.
+                        debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
+                        out.extend_from_slice(text.as_bytes());
+                    } else {
+                        push_field(out, text, dialect);
+                    }
+                    check(i, text);
                     if row.keep {
                         row.texts.push_str(text);
                         row.ends.push(row.texts.len());
                     }
                 }
-                Ok(None) => row.ends.push(row.texts.len()),
+                Ok(None) => {
+                    check(i, "");
+                    row.ends.push(row.texts.len());
+                }
                 Err(reason) => {
                     out.truncate(row_start);
                     return Err((i, reason));
@@ -800,7 +804,8 @@ impl Converted {
             seen: vec![0; fields],
             tally: opts.rules.map(RowRules::tally),
             row: RowBuf {
-                keep: opts.rules.is_some(),
+                // Copies of the values for the check: with skip only.
+                keep: opts.rules.is_some() && opts.skip,
                 ..RowBuf::default()
             },
             ..Converted::default()
@@ -907,19 +912,36 @@ impl Mapping {
         raw: &[u8],
     ) -> Result<()> {
         done.records += 1;
+        // One line per row: the chunk's first row is its line 1.
+        let line = done.rows + 1;
+        // Without skip, a bad value ends the run and its tally with it, so
+        // values are checked as they are written, without a copy; with
+        // skip, only once the whole row is good.
+        let mut inline = if opts.skip {
+            None
+        } else {
+            opts.rules.zip(done.tally.as_mut())
+        };
+        if let Some((rules, tally)) = &mut inline {
+            rules.begin_row(tally);
+        }
         let written = self.write_row(
             cell,
             &mut done.row,
             &mut done.csv,
             &mut done.seen,
             opts.dialect,
+            |col, text| {
+                if let Some((rules, tally)) = &mut inline {
+                    rules.value(col, text, tally, line);
+                }
+            },
         );
         match written {
             Ok(()) => {
                 done.rows += 1;
-                if let (Some(rules), Some(tally)) = (opts.rules, &mut done.tally) {
-                    // One line per row: the chunk's first row is its line 1.
-                    rules.row(done.row.values(), tally, done.rows);
+                if let (true, Some(rules), Some(tally)) = (opts.skip, opts.rules, &mut done.tally) {
+                    rules.row(done.row.values(), tally, line);
                 }
                 Ok(())
             }
