@@ -583,8 +583,6 @@ impl Mapping {
             let value = field.slot.and_then(&mut cell);
             row.scratch.clear();
             match self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i]) {
-                // A number is written in digits, sign, point and exponent:
-                // nothing to quote or escape.
                 Ok(Some(text)) => {
                     if field.rule.is_numeric() {
                         // Digits, sign, point and exponent: nothing to
@@ -940,7 +938,10 @@ impl Mapping {
         match written {
             Ok(()) => {
                 done.rows += 1;
-                if let (true, Some(rules), Some(tally)) = (opts.skip, opts.rules, &mut done.tally) {
+                // The values were kept for the check (skip mode only).
+                if let (true, Some(rules), Some(tally)) =
+                    (done.row.keep, opts.rules, &mut done.tally)
+                {
                     rules.row(done.row.values(), tally, line);
                 }
                 Ok(())
