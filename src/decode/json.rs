@@ -9,6 +9,8 @@
 //! records the byte span of each selected path (a `Selector`) and skips the
 //! rest. Mapping turns those spans into CSV text later.
 
+use super::structural::{Index, Walk};
+
 /// The top-level state at a chunk boundary: between records, or inside a
 /// top-level array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,15 +121,35 @@ impl SyntaxError {
 #[derive(Debug)]
 pub(crate) struct Selector {
     nodes: Vec<Vec<Entry>>,
+    /// Per node, bit min(n, 63) set when one of its keys is n bytes long.
+    lengths: Vec<u64>,
     slots: usize,
 }
 
 #[derive(Debug)]
-struct Entry {
+pub(crate) struct Entry {
     key: Box<[u8]>,
+    /// The key's first eight bytes (see `head`).
+    head: u64,
     /// (slot, priority): an exact top-level key beats a dotted path.
     slots: Vec<(usize, u8)>,
-    child: Option<usize>,
+    pub child: Option<usize>,
+}
+
+impl Entry {
+    /// Captures `value` into this entry's slots, unless a slot holds a
+    /// value of higher priority.
+    pub fn capture(&self, value: Value, caps: &mut [Capture]) {
+        for &(slot, priority) in &self.slots {
+            let cap = &mut caps[slot];
+            if priority >= cap.priority {
+                *cap = Capture {
+                    value: Some(value),
+                    priority,
+                };
+            }
+        }
+    }
 }
 
 impl Default for Selector {
@@ -146,6 +168,7 @@ impl Selector {
     pub fn new<S: AsRef<str>>(paths: &[S]) -> Self {
         let mut sel = Selector {
             nodes: vec![Vec::new()],
+            lengths: vec![0],
             slots: paths.len(),
         };
         for (slot, path) in paths.iter().enumerate() {
@@ -164,6 +187,7 @@ impl Selector {
                             Some(child) => child,
                             None => {
                                 sel.nodes.push(Vec::new());
+                                sel.lengths.push(0);
                                 let child = sel.nodes.len() - 1;
                                 sel.nodes[node][e].child = Some(child);
                                 child
@@ -184,21 +208,49 @@ impl Selector {
         if let Some(i) = self.nodes[node].iter().position(|e| &*e.key == key) {
             return i;
         }
+        self.lengths[node] |= 1 << key.len().min(63);
         self.nodes[node].push(Entry {
             key: key.into(),
+            head: head(key),
             slots: Vec::new(),
             child: None,
         });
         self.nodes[node].len() - 1
     }
 
-    fn find(&self, node: usize, key: &[u8]) -> Option<&Entry> {
-        // Length and first byte first: most keys are told apart without
-        // a call to memcmp.
-        let first = key.first();
-        self.nodes[node]
+    pub fn find(&self, node: usize, key: &[u8]) -> Option<&Entry> {
+        // Length, then the first eight bytes, then the last eight: keys of
+        // up to 16 bytes are told apart without a call to memcmp.
+        if self.lengths[node] & (1 << key.len().min(63)) == 0 {
+            return None;
+        }
+        let first = head(key);
+        self.nodes[node].iter().find(|e| {
+            e.head == first
+                && e.key.len() == key.len()
+                && (key.len() <= 8
+                    || (last8(&e.key) == last8(key) && (key.len() <= 16 || e.key[..] == key[..])))
+        })
+    }
+}
+
+/// The last eight bytes of `key` (at least eight long) as a word.
+#[inline(always)]
+fn last8(key: &[u8]) -> u64 {
+    key.last_chunk::<8>()
+        .map_or(0, |word| u64::from_le_bytes(*word))
+}
+
+/// The first eight bytes of `key` as a word, zeros past its end.
+#[inline(always)]
+fn head(key: &[u8]) -> u64 {
+    match key.first_chunk::<8>() {
+        Some(word) => u64::from_le_bytes(*word),
+        // A loop, not a copy: a copy of unknown length calls memcpy.
+        None => key
             .iter()
-            .find(|e| e.key.len() == key.len() && e.key.first() == first && *e.key == *key)
+            .enumerate()
+            .fold(0, |word, (i, &b)| word | u64::from(b) << (8 * i)),
     }
 }
 
@@ -366,6 +418,12 @@ pub(crate) struct Scanner<'a> {
     scratch: Vec<u8>,
     /// The whole buffer is known to be valid UTF-8: strings need no check.
     utf8_valid: bool,
+    /// The structural index of the buffer, when records are read through
+    /// it: `fast` until the scanner has reported an error.
+    index: Option<Index>,
+    fast: bool,
+    /// The next position of the index to read.
+    cursor: usize,
 }
 
 type Res<T> = Result<T, SyntaxError>;
@@ -393,7 +451,25 @@ impl<'a> Scanner<'a> {
             stack: Vec::new(),
             scratch: Vec::new(),
             utf8_valid: false,
+            index: None,
+            fast: false,
+            cursor: 0,
         }
+    }
+
+    /// Reads records through a structural index of the buffer (which must
+    /// be known valid UTF-8), built in `index`; the scanner reads what the
+    /// index walk does not take and reports every error. Records, captures
+    /// and errors are the same either way.
+    pub fn indexed(mut self, mut index: Index) -> Self {
+        self.fast = self.utf8_valid && index.build(self.buf);
+        self.index = Some(index);
+        self
+    }
+
+    /// The index given to `indexed`, to build the next one in.
+    pub fn into_index(self) -> Option<Index> {
+        self.index
     }
 
     /// The caller checked that the whole buffer is valid UTF-8, so strings
@@ -449,6 +525,34 @@ impl<'a> Scanner<'a> {
         sel: &Selector,
         caps: &mut [Capture],
     ) -> Res<Option<(usize, usize)>> {
+        let buf = self.buf;
+        let Some(index) = self.index.as_mut().filter(|_| self.fast) else {
+            return self.scan_record(sel, caps);
+        };
+        let mut walk = Walk {
+            buf,
+            index,
+            i: self.cursor,
+        };
+        if let Some(found) = walk.next_record(&mut self.top, &mut self.pos, sel, caps) {
+            self.cursor = walk.i;
+            return Ok(found);
+        }
+        let found = self.scan_record(sel, caps);
+        match (&found, self.index.as_mut()) {
+            (Ok(_), Some(index)) => {
+                let mut walk = Walk { buf, index, i: 0 };
+                walk.seek(self.pos);
+                self.cursor = walk.i;
+            }
+            // Past an error, string boundaries in the index may be off.
+            _ => self.fast = false,
+        }
+        found
+    }
+
+    /// `next_record` by the scanner alone.
+    fn scan_record(&mut self, sel: &Selector, caps: &mut [Capture]) -> Res<Option<(usize, usize)>> {
         loop {
             self.skip_ws();
             self.key = None;
@@ -609,15 +713,7 @@ impl<'a> Scanner<'a> {
                         }
                         _ => self.value()?,
                     };
-                    for &(slot, priority) in &entry.slots {
-                        let cap = &mut caps[slot];
-                        if priority >= cap.priority {
-                            *cap = Capture {
-                                value: Some(value),
-                                priority,
-                            };
-                        }
-                    }
+                    entry.capture(value, caps);
                 }
             }
             if top {
@@ -705,50 +801,16 @@ impl<'a> Scanner<'a> {
 
     /// A number; returns whether it is an integer (no fraction, no exponent).
     fn number(&mut self) -> Res<bool> {
-        let buf = self.buf;
-        let digits = |pos: &mut usize| {
-            let s = *pos;
-            while buf.get(*pos).is_some_and(u8::is_ascii_digit) {
-                *pos += 1;
+        match number_len(&self.buf[self.pos..]) {
+            Ok((len, integer)) => {
+                self.pos += len;
+                Ok(integer)
             }
-            *pos - s
-        };
-        let mut pos = self.pos;
-        if buf[pos] == b'-' {
-            pos += 1;
-        }
-        match buf.get(pos) {
-            Some(b'0') => pos += 1,
-            Some(b'1'..=b'9') => {
-                digits(&mut pos);
-            }
-            _ => {
-                self.pos = pos;
-                return Err(self.err("invalid number: a digit must follow '-'"));
+            Err((at, message)) => {
+                self.pos += at;
+                Err(self.err(message))
             }
         }
-        let mut integer = true;
-        if buf.get(pos) == Some(&b'.') {
-            pos += 1;
-            integer = false;
-            if digits(&mut pos) == 0 {
-                self.pos = pos;
-                return Err(self.err("invalid number: a digit must follow '.'"));
-            }
-        }
-        if matches!(buf.get(pos), Some(b'e' | b'E')) {
-            pos += 1;
-            integer = false;
-            if matches!(buf.get(pos), Some(b'+' | b'-')) {
-                pos += 1;
-            }
-            if digits(&mut pos) == 0 {
-                self.pos = pos;
-                return Err(self.err("invalid number: the exponent has no digits"));
-            }
-        }
-        self.pos = pos;
-        Ok(integer)
     }
 
     /// A string at `pos` (the opening quote): the content span and whether it
@@ -893,6 +955,48 @@ impl<'a> Scanner<'a> {
             _ => self.value().map(|_| false),
         }
     }
+}
+
+/// The length of the number at the start of `bytes` and whether it is an
+/// integer (no fraction, no exponent); or where it goes wrong, and why.
+pub(crate) fn number_len(bytes: &[u8]) -> Result<(usize, bool), (usize, &'static str)> {
+    let digits = |pos: &mut usize| {
+        let s = *pos;
+        while bytes.get(*pos).is_some_and(u8::is_ascii_digit) {
+            *pos += 1;
+        }
+        *pos - s
+    };
+    let mut pos = 0;
+    if bytes.first() == Some(&b'-') {
+        pos += 1;
+    }
+    match bytes.get(pos) {
+        Some(b'0') => pos += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut pos);
+        }
+        _ => return Err((pos, "invalid number: a digit must follow '-'")),
+    }
+    let mut integer = true;
+    if bytes.get(pos) == Some(&b'.') {
+        pos += 1;
+        integer = false;
+        if digits(&mut pos) == 0 {
+            return Err((pos, "invalid number: a digit must follow '.'"));
+        }
+    }
+    if matches!(bytes.get(pos), Some(b'e' | b'E')) {
+        pos += 1;
+        integer = false;
+        if matches!(bytes.get(pos), Some(b'+' | b'-')) {
+            pos += 1;
+        }
+        if digits(&mut pos) == 0 {
+            return Err((pos, "invalid number: the exponent has no digits"));
+        }
+    }
+    Ok((pos, integer))
 }
 
 /// The top-level keys of one valid record, in order.

@@ -9,6 +9,7 @@
 pub(crate) mod csv;
 pub(crate) mod json;
 pub(crate) mod parquet;
+pub(crate) mod structural;
 
 use std::fmt;
 use std::io::{self, Read};

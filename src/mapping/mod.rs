@@ -20,10 +20,16 @@ use crate::decode::Chunk;
 use crate::decode::csv::Header;
 use crate::decode::json::{self, Capture, Selector};
 use crate::decode::parquet::{self, ParquetSource};
+use crate::decode::structural::Index;
 use crate::error::{BadRecord, Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
 use crate::sink::csv::{Dialect, push_field};
 use crate::validate::{RowRules, Tally};
+
+thread_local! {
+    /// Each decoding thread's structural index, kept from chunk to chunk.
+    static INDEX: std::cell::Cell<Index> = std::cell::Cell::default();
+}
 use arrow_array::RecordBatch;
 pub(crate) use value::Cell;
 use value::{Scratch, inferred_type};
@@ -1111,6 +1117,7 @@ impl Mapping {
         if text.is_some() {
             scanner = scanner.utf8_checked();
         }
+        scanner = scanner.indexed(INDEX.take());
         let origin = |at: usize, row: u64| {
             Origin::in_stream(object, chunk.base + at as u64, row, decompressed)
         };
@@ -1169,6 +1176,7 @@ impl Mapping {
             done.records += 1;
             reject(&mut done, opts, bad, b"")?;
         }
+        INDEX.set(scanner.into_index().unwrap_or_default());
         Ok(done)
     }
 }

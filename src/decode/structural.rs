@@ -1,0 +1,768 @@
+//! The fast path of the JSON scanner, in the manner of simdjson: a first
+//! pass finds, 64 bytes at a time, every byte that matters outside strings
+//! (brackets, colons, commas, the quotes around strings and the first byte
+//! of each number or literal); a second pass walks only those positions.
+//!
+//! The walk accepts exactly what `json::Scanner` accepts, or gives up: any
+//! record it does not take is read again by the scanner, which alone reports
+//! errors, so every error keeps its wording and offset. A buffer with a
+//! control character inside a string or an invalid escape is left to the
+//! scanner whole.
+
+use super::json::{Capture, Kind, Selector, Top, Value, number_len, unescape_into};
+
+/// The structural positions of one buffer, and where its backslashes are.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pos: Vec<u32>,
+    /// One word per 64 bytes, a bit per backslash.
+    backslash: Vec<u64>,
+    scratch: Vec<u8>,
+}
+
+/// Bit masks of one 64-byte block, bit i for byte i.
+struct Block {
+    quote: u64,
+    backslash: u64,
+    space: u64,
+    op: u64,
+    control: u64,
+}
+
+/// Bytes an escape may name after a backslash (`u` takes four hex digits).
+const ESCAPABLE: [bool; 256] = {
+    let mut t = [false; 256];
+    let names = b"\"\\/bfnrtu";
+    let mut i = 0;
+    while i < names.len() {
+        t[names[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn classify_sse2(block: &[u8; 64]) -> Block {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86_64 baseline; every load reads 16 of
+    // the block's 64 bytes.
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let space = _mm_set1_epi8(b' ' as i8);
+        let tab = _mm_set1_epi8(b'\t' as i8);
+        let lf = _mm_set1_epi8(b'\n' as i8);
+        let cr = _mm_set1_epi8(b'\r' as i8);
+        let bit5 = _mm_set1_epi8(0x20);
+        let open = _mm_set1_epi8(b'{' as i8);
+        let close = _mm_set1_epi8(b'}' as i8);
+        let colon = _mm_set1_epi8(b':' as i8);
+        let comma = _mm_set1_epi8(b',' as i8);
+        let control = _mm_set1_epi8(0x1f);
+        let mut out = Block {
+            quote: 0,
+            backslash: 0,
+            space: 0,
+            op: 0,
+            control: 0,
+        };
+        for k in 0..4 {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
+            let mask = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16) << (16 * k);
+            out.quote |= mask(_mm_cmpeq_epi8(v, quote));
+            out.backslash |= mask(_mm_cmpeq_epi8(v, backslash));
+            out.space |= mask(_mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, space), _mm_cmpeq_epi8(v, tab)),
+                _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)),
+            ));
+            // `[` and `]` become `{` and `}` once bit 5 is set; no other byte does.
+            let folded = _mm_or_si128(v, bit5);
+            out.op |= mask(_mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(folded, open), _mm_cmpeq_epi8(folded, close)),
+                _mm_or_si128(_mm_cmpeq_epi8(v, colon), _mm_cmpeq_epi8(v, comma)),
+            ));
+            // min(v, 0x1f) == v exactly for the bytes 0x00..=0x1f.
+            out.control |= mask(_mm_cmpeq_epi8(_mm_min_epu8(v, control), v));
+        }
+        out
+    }
+}
+
+/// `x`, hidden from the optimiser: without it LLVM turns the masks back
+/// into vectors of booleans and builds them bit by bit.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn opaque(mut x: u64) -> u64 {
+    // SAFETY: an empty instruction block that reads and writes one register.
+    unsafe {
+        std::arch::asm!("/* {0} */", inout(reg) x, options(pure, nomem, nostack, preserves_flags));
+    }
+    x
+}
+
+/// The same masks with AVX2, 32 bytes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn classify_avx2(block: &[u8; 64]) -> Block {
+    use std::arch::x86_64::*;
+    // SAFETY: the loads read the block's two halves.
+    let (lo, hi) = unsafe {
+        (
+            _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()),
+            _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
+        )
+    };
+    let eq = |v: __m256i, b: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b as i8));
+    let bits = |f: &dyn Fn(__m256i) -> __m256i| {
+        let (l, h) = (_mm256_movemask_epi8(f(lo)), _mm256_movemask_epi8(f(hi)));
+        opaque(u64::from(l as u32) | (u64::from(h as u32) << 32))
+    };
+    Block {
+        quote: bits(&|v| eq(v, b'"')),
+        backslash: bits(&|v| eq(v, b'\\')),
+        space: bits(&|v| {
+            _mm256_or_si256(
+                _mm256_or_si256(eq(v, b' '), eq(v, b'\t')),
+                _mm256_or_si256(eq(v, b'\n'), eq(v, b'\r')),
+            )
+        }),
+        op: bits(&|v| {
+            let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+            _mm256_or_si256(
+                _mm256_or_si256(eq(folded, b'{'), eq(folded, b'}')),
+                _mm256_or_si256(eq(v, b':'), eq(v, b',')),
+            )
+        }),
+        control: bits(&|v| _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v)),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn classify_bytes(block: &[u8; 64]) -> Block {
+    let mut out = Block {
+        quote: 0,
+        backslash: 0,
+        space: 0,
+        op: 0,
+        control: 0,
+    };
+    for (i, &b) in block.iter().enumerate() {
+        let bit = 1u64 << i;
+        match b {
+            b'"' => out.quote |= bit,
+            b'\\' => out.backslash |= bit,
+            b' ' => out.space |= bit,
+            b'\t' | b'\n' | b'\r' => out.space |= bit,
+            b'{' | b'}' | b'[' | b']' | b':' | b',' => out.op |= bit,
+            _ => {}
+        }
+        if b < 0x20 {
+            out.control |= bit;
+        }
+    }
+    out
+}
+
+/// Bit i set when an odd number of bits at or below i are set in `x`.
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// The bytes a backslash escapes (the byte after each odd-length run of
+/// backslashes), carrying a run that crosses into the next block in
+/// `carry` (simdjson's branchless method).
+fn escaped(backslash: u64, carry: &mut u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let backslash = backslash & !*carry;
+    let follows = (backslash << 1) | *carry;
+    let odd_starts = backslash & !EVEN & !follows;
+    let (even_runs, overflow) = odd_starts.overflowing_add(backslash);
+    *carry = u64::from(overflow);
+    (EVEN ^ (even_runs << 1)) & follows
+}
+
+impl Index {
+    /// Indexes `buf`, which starts outside any string. False when the walk
+    /// cannot take it (a control character inside a string, an invalid
+    /// escape, or over 4 GiB): the scanner then reads the buffer alone.
+    pub fn build(&mut self, buf: &[u8]) -> bool {
+        self.pos.clear();
+        self.backslash.clear();
+        if u32::try_from(buf.len()).is_err() {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("bmi1")
+                && is_x86_feature_detected!("popcnt")
+            {
+                // SAFETY: the CPU has the features the function is built for.
+                return unsafe { self.build_avx2(buf) };
+            }
+            self.build_with(buf, classify_sse2)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.build_with(buf, classify_bytes)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,popcnt")]
+    fn build_avx2(&mut self, buf: &[u8]) -> bool {
+        self.build_with(buf, |block| classify_avx2(block))
+    }
+
+    #[inline(always)]
+    fn build_with(&mut self, buf: &[u8], classify: impl Fn(&[u8; 64]) -> Block) -> bool {
+        self.pos.reserve(buf.len() / 4);
+        self.backslash.reserve(buf.len() / 64 + 1);
+        let (mut escape_carry, mut in_string, mut scalar_carry) = (0u64, 0u64, 0u64);
+        let mut blocks = buf.chunks_exact(64);
+        let mut base = 0usize;
+        let mut tail = [b' '; 64];
+        let rest = blocks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        for block in (&mut blocks).chain(std::iter::once(&tail[..])) {
+            let block: &[u8; 64] = block.try_into().expect("64 bytes");
+            let m = classify(block);
+            let escaped = escaped(m.backslash, &mut escape_carry);
+            let quote = m.quote & !escaped;
+            // Set from an opening quote up to (not including) its closing one.
+            let inside = prefix_xor(quote) ^ in_string;
+            in_string = 0u64.wrapping_sub(inside >> 63);
+            if m.control & inside != 0 {
+                return false;
+            }
+            let mut esc = escaped;
+            while esc != 0 {
+                let at = base + esc.trailing_zeros() as usize;
+                let ok = match buf.get(at) {
+                    Some(b'u') => buf
+                        .get(at + 1..at + 5)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+                    Some(&b) => ESCAPABLE[b as usize],
+                    None => true,
+                };
+                if !ok {
+                    return false;
+                }
+                esc &= esc - 1;
+            }
+            let string = inside | quote;
+            let scalar = !(m.space | m.op | string);
+            let scalar_start = scalar & !((scalar << 1) | scalar_carry);
+            scalar_carry = scalar >> 63;
+            let mut bits = (m.op & !string) | quote | scalar_start;
+            self.pos.reserve(64);
+            let len = self.pos.len();
+            let spare = &mut self.pos.spare_capacity_mut()[..64];
+            let mut n = 0;
+            while bits != 0 {
+                spare[n].write((base + bits.trailing_zeros() as usize) as u32);
+                bits &= bits - 1;
+                n += 1;
+            }
+            // SAFETY: the n slots past the length were written just above.
+            unsafe { self.pos.set_len(len + n) };
+            self.backslash.push(m.backslash);
+            base += 64;
+        }
+        // Padding past the end is blank, so nothing there is indexed.
+        true
+    }
+
+    /// Whether `buf[start..end]` holds a backslash.
+    #[inline(always)]
+    fn has_backslash(&self, start: usize, end: usize) -> bool {
+        let (word, off, len) = (start / 64, start % 64, end - start);
+        if off + len <= 64 {
+            // The usual case: the span lies in one word.
+            return len > 0 && (self.backslash[word] >> off) << (64 - len) != 0;
+        }
+        let mut at = start;
+        while at < end {
+            let word = self.backslash[at / 64] >> (at % 64);
+            let span = (64 - at % 64).min(end - at);
+            if word << (64 - span) != 0 {
+                return true;
+            }
+            at += span;
+        }
+        false
+    }
+}
+
+/// A walk over an index from a position of it on.
+pub(crate) struct Walk<'a> {
+    pub buf: &'a [u8],
+    pub index: &'a mut Index,
+    /// The next position to read.
+    pub i: usize,
+}
+
+/// Containers nested deeper than this (past selected objects) are left to
+/// the scanner, which has no limit.
+const MAX_DEPTH: u32 = 64;
+
+impl Walk<'_> {
+    /// The byte at the i-th position, and that position.
+    #[inline(always)]
+    fn at(&self, i: usize) -> Option<(usize, u8)> {
+        let p = *self.index.pos.get(i)? as usize;
+        Some((p, self.buf[p]))
+    }
+
+    /// The next position at or past byte `pos`.
+    pub fn seek(&mut self, pos: usize) {
+        self.i = self.index.pos.partition_point(|&p| (p as usize) < pos);
+    }
+
+    /// The next structural byte, or `None` when only blanks remain.
+    pub fn peek(&self) -> Option<(usize, u8)> {
+        self.at(self.i)
+    }
+
+    /// The next record, as `Scanner::next_record` reads it from byte `pos`
+    /// in the top-level state `top`; both move on only when the walk takes
+    /// the record. `Some(None)`: only blanks remain.
+    pub fn next_record(
+        &mut self,
+        top: &mut Top,
+        pos: &mut usize,
+        sel: &Selector,
+        caps: &mut [Capture],
+    ) -> Option<Option<(usize, usize)>> {
+        let mut state = *top;
+        let start = loop {
+            let Some((p, b)) = self.peek() else {
+                *top = state;
+                *pos = self.buf.len();
+                return Some(None);
+            };
+            match (state, b) {
+                (Top::Between, b'[') => state = Top::ArrayStart,
+                (Top::ArrayStart | Top::ArrayAfterElement, b']') => state = Top::Between,
+                (Top::ArrayAfterElement, b',') => match self.at(self.i + 1)? {
+                    (p, b'{') => {
+                        self.i += 1;
+                        break p;
+                    }
+                    _ => return None,
+                },
+                (Top::Between | Top::ArrayStart, b'{') => break p,
+                _ => return None,
+            }
+            self.i += 1;
+        };
+        for c in caps.iter_mut() {
+            *c = Capture::default();
+        }
+        let end = self.object(Some(0), sel, caps)?;
+        *top = if state == Top::Between {
+            Top::Between
+        } else {
+            Top::ArrayAfterElement
+        };
+        *pos = end;
+        Some(Some((start, end)))
+    }
+
+    /// The object whose `{` is at the next position, its selected paths
+    /// captured into `caps`; the byte just past its `}`. `None`: the walk
+    /// does not take it.
+    pub fn object(
+        &mut self,
+        node: Option<usize>,
+        sel: &Selector,
+        caps: &mut [Capture],
+    ) -> Option<usize> {
+        self.i += 1; // '{'
+        if let (p, b'}') = self.at(self.i)? {
+            self.i += 1;
+            return Some(p + 1);
+        }
+        loop {
+            let (ks, ke) = self.string()?;
+            if self.at(self.i)?.1 != b':' {
+                return None;
+            }
+            self.i += 1;
+            let entry = match node {
+                // A key with an escape matches in its unescaped form.
+                Some(n) => match sel.find(n, &self.buf[ks..ke]) {
+                    found if !self.index.has_backslash(ks, ke) => found,
+                    _ => {
+                        let mut key = std::mem::take(&mut self.index.scratch);
+                        key.clear();
+                        let found = if unescape_into(&self.buf[ks..ke], &mut key) {
+                            sel.find(n, &key)
+                        } else {
+                            None
+                        };
+                        self.index.scratch = key;
+                        found
+                    }
+                },
+                None => None,
+            };
+            match entry {
+                None => self.skip()?,
+                Some(entry) => {
+                    let (start, b) = self.at(self.i)?;
+                    let value = match (entry.child, b) {
+                        (Some(child), b'{') => Value {
+                            start,
+                            end: self.object(Some(child), sel, caps)?,
+                            kind: Kind::Object,
+                        },
+                        _ => self.value()?,
+                    };
+                    entry.capture(value, caps);
+                }
+            }
+            let (p, b) = self.at(self.i)?;
+            self.i += 1;
+            match b {
+                b',' => {}
+                b'}' => return Some(p + 1),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string at the next position: its content's span.
+    #[inline(always)]
+    fn string(&mut self) -> Option<(usize, usize)> {
+        let (open, b) = self.at(self.i)?;
+        let (close, c) = self.at(self.i + 1)?;
+        if b != b'"' || c != b'"' {
+            return None;
+        }
+        self.i += 2;
+        Some((open + 1, close))
+    }
+
+    /// The value at the next position.
+    fn value(&mut self) -> Option<Value> {
+        let (start, b) = self.at(self.i)?;
+        match b {
+            b'"' => {
+                let (start, end) = self.string()?;
+                let escaped = self.index.has_backslash(start, end);
+                Some(Value {
+                    start,
+                    end,
+                    kind: Kind::Str { escaped },
+                })
+            }
+            b'{' | b'[' => Some(Value {
+                start,
+                end: self.skip_container()?,
+                kind: if b == b'{' { Kind::Object } else { Kind::Array },
+            }),
+            b'}' | b']' | b':' | b',' => None,
+            _ => self.scalar(),
+        }
+    }
+
+    /// The value at the next position, validated and skipped.
+    fn skip(&mut self) -> Option<()> {
+        match self.at(self.i)?.1 {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => self.skip_container().map(drop),
+            b'}' | b']' | b':' | b',' => None,
+            _ => self.scalar().map(drop),
+        }
+    }
+
+    /// A number or literal at the next position: it must fill the run of
+    /// bytes up to the next blank or structural byte.
+    fn scalar(&mut self) -> Option<Value> {
+        let (start, b) = self.at(self.i)?;
+        self.i += 1;
+        let next = self.at(self.i).map_or(self.buf.len(), |(p, _)| p);
+        let run = &self.buf[start..next];
+        let (len, kind) = match b {
+            b'-' | b'0'..=b'9' => match number_len(run) {
+                Ok((len, integer)) => (len, Kind::Num { integer }),
+                Err(_) => return None,
+            },
+            b't' if run.starts_with(b"true") => (4, Kind::True),
+            b'f' if run.starts_with(b"false") => (5, Kind::False),
+            b'n' if run.starts_with(b"null") => (4, Kind::Null),
+            _ => return None,
+        };
+        // Only blanks may follow before the next structural byte.
+        if !run[len..]
+            .iter()
+            .all(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            return None;
+        }
+        Some(Value {
+            start,
+            end: start + len,
+            kind,
+        })
+    }
+
+    /// A container at the next position, validated and skipped without
+    /// recursion: the byte just past its close.
+    fn skip_container(&mut self) -> Option<usize> {
+        // Bit d set: the container at depth d is an object.
+        let mut objects = 0u64;
+        let mut depth = 0u32;
+        'open: loop {
+            let (_, open) = self.at(self.i)?;
+            if depth == MAX_DEPTH {
+                return None;
+            }
+            let object = open == b'{';
+            objects = (objects & !(1 << depth)) | (u64::from(object) << depth);
+            depth += 1;
+            self.i += 1;
+            let close = if object { b'}' } else { b']' };
+            let (p, b) = self.at(self.i)?;
+            let mut end = p + 1;
+            if b == close {
+                self.i += 1;
+                depth -= 1;
+            } else if self.member(object)? {
+                continue 'open;
+            }
+            // After a value inside the innermost open container.
+            loop {
+                if depth == 0 {
+                    return Some(end);
+                }
+                let object = objects >> (depth - 1) & 1 == 1;
+                let (p, b) = self.at(self.i)?;
+                self.i += 1;
+                match b {
+                    b',' => {
+                        if self.member(object)? {
+                            continue 'open;
+                        }
+                    }
+                    b'}' if object => {
+                        depth -= 1;
+                        end = p + 1;
+                    }
+                    b']' if !object => {
+                        depth -= 1;
+                        end = p + 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// One member of a container being skipped: a key and `:` in an object,
+    /// then a value. True when the value opens a container, left at the
+    /// next position.
+    fn member(&mut self, object: bool) -> Option<bool> {
+        if object {
+            self.string()?;
+            if self.at(self.i)?.1 != b':' {
+                return None;
+            }
+            self.i += 1;
+        }
+        match self.at(self.i)?.1 {
+            b'{' | b'[' => Some(true),
+            b'"' => self.string().map(|_| false),
+            _ => self.scalar().map(|_| false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::json::{Scanner, SyntaxError};
+
+    /// Everything a scanner reports over a buffer, resynchronising after
+    /// each error as decoding does.
+    fn reading(buf: &[u8], top: Top, index: Option<Index>) -> Vec<String> {
+        let sel = Selector::new(&["id", "n.p", "n", "g", "d.e", "x y", "kA"]);
+        let mut caps = vec![Capture::default(); sel.slots()];
+        let mut scanner = Scanner::new(buf, top);
+        if simdutf8::basic::from_utf8(buf).is_ok() {
+            scanner = scanner.utf8_checked();
+        }
+        if let Some(index) = index {
+            scanner = scanner.indexed(index);
+        }
+        let mut out = Vec::new();
+        loop {
+            match scanner.next_record(&sel, &mut caps) {
+                Ok(Some(span)) => {
+                    let values: Vec<_> = caps.iter().map(|c| c.value).collect();
+                    out.push(format!("{span:?} {values:?}"));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let SyntaxError {
+                        record_start, pos, ..
+                    } = e;
+                    out.push(format!("{e:?} {}", e.describe(0)));
+                    scanner.resync(record_start, pos);
+                }
+            }
+            out.push(format!("{} {:?}", scanner.pos(), scanner.top()));
+        }
+        out
+    }
+
+    /// The walk takes a record only as the scanner reads it, and leaves it
+    /// every other one: the same records, captures, errors and positions,
+    /// on valid input and on thousands of corruptions of it.
+    #[test]
+    fn the_indexed_scanner_reads_as_the_scanner_does() {
+        let seeds: [&[u8]; 5] = [
+            br#"{"id":1,"ts":"2019-01-10T22:34:04.5+01:00","g":["a",null,2,true,{"q":[[]]}],"n":{"p":1.5e3,"z":{}},"d":"x\"\u00e9\ud83d\ude00\n","c":-0.5E-3}"#,
+            b"[{\"id\":\"a\",\"n\":{\"p\":\"7\"},\"g\":false} , {\"x y\":2.0,\"d\":{\"e\":null}}]\n{\"k\\u0041\":1}",
+            b"{\"id\":\"\xc3\xa9\",\"n\":1e400}\n{\"id\":18446744073709551616,\"n\":{\"p\":{\"p\":1}}}\r\n\t{ }",
+            b"{\"id\" : [ 1 , 2 ] , \"n\" : { \"p\" : true } }{\"id\":\"\\\\\",\"g\":\"}{\"}",
+            br#"{"a":"0123456789012345678901234567890123456789012345678901234567890","id":"\\\"\\","n":{"p":"\\"},"g":[{"h":[1,{"i":"]"}]}]}"#,
+        ];
+        let noise = b"{}[]\\\",:0-1eE.tfnu \n\t\x01\xff\xc3";
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..6000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            if round >= seeds.len() {
+                // Repeated so that records cross 64-byte blocks anywhere.
+                for _ in 0..next(3) {
+                    input.extend_from_within(..);
+                }
+                for _ in 0..1 + next(4) {
+                    let at = next(input.len() + 1);
+                    match next(5) {
+                        0 if at < input.len() => input[at] = noise[next(noise.len())],
+                        1 => input.insert(at, noise[next(noise.len())]),
+                        2 if at < input.len() => {
+                            input.remove(at);
+                        }
+                        3 => input.truncate(at),
+                        _ => input.insert(at, b' '),
+                    }
+                }
+            }
+            for top in [Top::Between, Top::ArrayStart, Top::ArrayAfterElement] {
+                let want = reading(&input, top, None);
+                let got = reading(&input, top, Some(Index::default()));
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} from {top:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+    }
+
+    /// The structural positions as a byte-by-byte reading finds them. A
+    /// backslash escapes the next byte outside strings too (an escaped quote
+    /// there is part of a scalar).
+    fn reference(buf: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let (mut in_string, mut escape, mut in_scalar) = (false, false, false);
+        for (i, &b) in buf.iter().enumerate() {
+            let escaped = std::mem::take(&mut escape);
+            escape = b == b'\\' && !escaped;
+            if in_string {
+                if b == b'"' && !escaped {
+                    in_string = false;
+                    out.push(i as u32);
+                }
+                continue;
+            }
+            match b {
+                b'"' if !escaped => {
+                    in_string = true;
+                    in_scalar = false;
+                    out.push(i as u32);
+                }
+                b'{' | b'}' | b'[' | b']' | b':' | b',' => {
+                    in_scalar = false;
+                    out.push(i as u32);
+                }
+                b' ' | b'\t' | b'\n' | b'\r' => in_scalar = false,
+                _ => {
+                    if !in_scalar {
+                        in_scalar = true;
+                        out.push(i as u32);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_index_matches_a_byte_by_byte_reading() {
+        let tokens: [&[u8]; 20] = [
+            b"{", b"}", b"[", b"]", b":", b",", b"\"", b"\"", b"\\\\", b"\\\"", b"\\n", b"\\",
+            b" ", b"\n", b"1", b"ab", b"-2.5e3", b"\\u00e9", b"true", b"x",
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut built = 0;
+        for round in 0..4000 {
+            let mut buf = Vec::new();
+            while buf.len() < round % 200 + 1 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.extend_from_slice(tokens[(x % tokens.len() as u64) as usize]);
+            }
+            let mut index = Index::default();
+            if index.build(&buf) {
+                built += 1;
+                assert_eq!(
+                    index.pos,
+                    reference(&buf),
+                    "{:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+                // Without AVX2, the same.
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let mut sse2 = Index::default();
+                    assert!(sse2.build_with(&buf, classify_sse2));
+                    assert_eq!((sse2.pos, sse2.backslash), (index.pos, index.backslash));
+                }
+            }
+        }
+        assert!(built > 500, "only {built} inputs were indexed");
+    }
+
+    #[test]
+    fn backslash_runs_cross_blocks() {
+        for run in 1..140 {
+            let mut buf = b"{\"k\":\"".to_vec();
+            buf.resize(buf.len() + 60, b'a');
+            buf.extend(std::iter::repeat_n(b'\\', run));
+            buf.extend_from_slice(b"\"}");
+            if run % 2 == 1 {
+                buf.extend_from_slice(b"\"}");
+            }
+            let mut index = Index::default();
+            assert!(index.build(&buf));
+            assert_eq!(index.pos, reference(&buf), "run of {run}");
+        }
+    }
+}
