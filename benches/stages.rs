@@ -1,8 +1,9 @@
 //! Criterion benches of each stage on generated in-memory input, reported
 //! in bytes per second: `cargo bench --bench stages`.
 //!
-//! - decode: the JSON scanner capturing the five mapped paths, the
-//!   splitter that finds chunk boundaries, gzip;
+//! - decode: the JSON scanner capturing the five mapped paths (alone and
+//!   through the structural index), the splitter that finds chunk
+//!   boundaries, gzip;
 //! - mapping: a chunk of JSON records into CSV rows, with and without the
 //!   output check the workers make;
 //! - csv: encoding rows in the Personalize dialect.
@@ -68,7 +69,10 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Bytes(input.len() as u64));
     group.bench_function("scan_json", |b| {
-        b.iter(|| bench::scan_json(black_box(&input), &paths))
+        b.iter(|| bench::scan_json(black_box(&input), &paths, false))
+    });
+    group.bench_function("scan_json_indexed", |b| {
+        b.iter(|| bench::scan_json(black_box(&input), &paths, true))
     });
     group.bench_function("split_json", |b| {
         b.iter(|| bench::split_json(black_box(&input)))

@@ -3,6 +3,7 @@
 //! measure the code the binary runs, without a runtime or files.
 
 use crate::decode::json::{Capture, Scanner, Selector, Splitter, Top};
+use crate::decode::structural::Index;
 use crate::decode::{Chunk, Compression, decompress};
 use crate::mapping::{self, Mapping, MappingSpec, RowOptions};
 use crate::schema::Dataset;
@@ -10,10 +11,14 @@ use crate::sink::csv::{Dialect, push_field};
 use crate::validate::RowRules;
 
 /// Scans every JSON record in `buf`, capturing `paths`; the records found.
-pub fn scan_json(buf: &[u8], paths: &[&str]) -> usize {
+/// `indexed`: through the structural index, as `convert` reads valid UTF-8.
+pub fn scan_json(buf: &[u8], paths: &[&str], indexed: bool) -> usize {
     let selector = Selector::new(paths);
     let mut caps = vec![Capture::default(); selector.slots()];
     let mut scanner = Scanner::new(buf, Top::Between);
+    if indexed && simdutf8::basic::from_utf8(buf).is_ok() {
+        scanner = scanner.utf8_checked().indexed(Index::default());
+    }
     let mut records = 0;
     while let Ok(Some(_)) = scanner.next_record(&selector, &mut caps) {
         records += 1;

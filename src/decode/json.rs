@@ -9,7 +9,7 @@
 //! records the byte span of each selected path (a `Selector`) and skips the
 //! rest. Mapping turns those spans into CSV text later.
 
-use super::structural::{Index, Walk};
+use super::structural::Index;
 
 /// The top-level state at a chunk boundary: between records, or inside a
 /// top-level array.
@@ -529,11 +529,7 @@ impl<'a> Scanner<'a> {
         let Some(index) = self.index.as_mut().filter(|_| self.fast) else {
             return self.scan_record(sel, caps);
         };
-        let mut walk = Walk {
-            buf,
-            index,
-            i: self.cursor,
-        };
+        let mut walk = index.walk(buf, self.cursor);
         if let Some(found) = walk.next_record(&mut self.top, &mut self.pos, sel, caps) {
             self.cursor = walk.i;
             return Ok(found);
@@ -541,7 +537,7 @@ impl<'a> Scanner<'a> {
         let found = self.scan_record(sel, caps);
         match (&found, self.index.as_mut()) {
             (Ok(_), Some(index)) => {
-                let mut walk = Walk { buf, index, i: 0 };
+                let mut walk = index.walk(buf, 0);
                 walk.seek(self.pos);
                 self.cursor = walk.i;
             }

@@ -278,31 +278,45 @@ impl Index {
         true
     }
 
-    /// Whether `buf[start..end]` holds a backslash.
-    #[inline(always)]
-    fn has_backslash(&self, start: usize, end: usize) -> bool {
-        let (word, off, len) = (start / 64, start % 64, end - start);
-        if off + len <= 64 {
-            // The usual case: the span lies in one word.
-            return len > 0 && (self.backslash[word] >> off) << (64 - len) != 0;
+    /// A walk from the i-th position on, over `buf` (the buffer indexed).
+    pub fn walk<'a>(&'a mut self, buf: &'a [u8], i: usize) -> Walk<'a> {
+        Walk {
+            buf,
+            pos: &self.pos,
+            backslash: &self.backslash,
+            scratch: &mut self.scratch,
+            i,
         }
-        let mut at = start;
-        while at < end {
-            let word = self.backslash[at / 64] >> (at % 64);
-            let span = (64 - at % 64).min(end - at);
-            if word << (64 - span) != 0 {
-                return true;
-            }
-            at += span;
-        }
-        false
     }
+}
+
+/// Whether `buf[start..end]` holds a backslash, given the backslash bits
+/// of `buf`.
+#[inline(always)]
+fn has_backslash(bits: &[u64], start: usize, end: usize) -> bool {
+    let (word, off, len) = (start / 64, start % 64, end - start);
+    if off + len <= 64 {
+        // The usual case: the span lies in one word.
+        return len > 0 && (bits[word] >> off) << (64 - len) != 0;
+    }
+    let mut at = start;
+    while at < end {
+        let word = bits[at / 64] >> (at % 64);
+        let span = (64 - at % 64).min(end - at);
+        if word << (64 - span) != 0 {
+            return true;
+        }
+        at += span;
+    }
+    false
 }
 
 /// A walk over an index from a position of it on.
 pub(crate) struct Walk<'a> {
-    pub buf: &'a [u8],
-    pub index: &'a mut Index,
+    buf: &'a [u8],
+    pos: &'a [u32],
+    backslash: &'a [u64],
+    scratch: &'a mut Vec<u8>,
     /// The next position to read.
     pub i: usize,
 }
@@ -315,13 +329,13 @@ impl Walk<'_> {
     /// The byte at the i-th position, and that position.
     #[inline(always)]
     fn at(&self, i: usize) -> Option<(usize, u8)> {
-        let p = *self.index.pos.get(i)? as usize;
+        let p = *self.pos.get(i)? as usize;
         Some((p, self.buf[p]))
     }
 
     /// The next position at or past byte `pos`.
     pub fn seek(&mut self, pos: usize) {
-        self.i = self.index.pos.partition_point(|&p| (p as usize) < pos);
+        self.i = self.pos.partition_point(|&p| (p as usize) < pos);
     }
 
     /// The next structural byte, or `None` when only blanks remain.
@@ -397,17 +411,14 @@ impl Walk<'_> {
             let entry = match node {
                 // A key with an escape matches in its unescaped form.
                 Some(n) => match sel.find(n, &self.buf[ks..ke]) {
-                    found if !self.index.has_backslash(ks, ke) => found,
+                    found if !has_backslash(self.backslash, ks, ke) => found,
                     _ => {
-                        let mut key = std::mem::take(&mut self.index.scratch);
-                        key.clear();
-                        let found = if unescape_into(&self.buf[ks..ke], &mut key) {
-                            sel.find(n, &key)
+                        self.scratch.clear();
+                        if unescape_into(&self.buf[ks..ke], self.scratch) {
+                            sel.find(n, self.scratch)
                         } else {
                             None
-                        };
-                        self.index.scratch = key;
-                        found
+                        }
                     }
                 },
                 None => None,
@@ -455,7 +466,7 @@ impl Walk<'_> {
         match b {
             b'"' => {
                 let (start, end) = self.string()?;
-                let escaped = self.index.has_backslash(start, end);
+                let escaped = has_backslash(self.backslash, start, end);
                 Some(Value {
                     start,
                     end,
