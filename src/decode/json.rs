@@ -422,8 +422,6 @@ pub(crate) struct Scanner<'a> {
     /// it: `fast` until the scanner has reported an error.
     index: Option<Index>,
     fast: bool,
-    /// The next position of the index to read.
-    cursor: usize,
 }
 
 type Res<T> = Result<T, SyntaxError>;
@@ -453,7 +451,6 @@ impl<'a> Scanner<'a> {
             utf8_valid: false,
             index: None,
             fast: false,
-            cursor: 0,
         }
     }
 
@@ -462,7 +459,7 @@ impl<'a> Scanner<'a> {
     /// index walk does not take and reports every error. Records, captures
     /// and errors are the same either way.
     pub fn indexed(mut self, mut index: Index) -> Self {
-        self.fast = self.utf8_valid && index.build(self.buf);
+        self.fast = self.utf8_valid && index.reset(self.buf);
         self.index = Some(index);
         self
     }
@@ -529,21 +526,18 @@ impl<'a> Scanner<'a> {
         let Some(index) = self.index.as_mut().filter(|_| self.fast) else {
             return self.scan_record(sel, caps);
         };
-        let mut walk = index.walk(buf, self.cursor);
-        if let Some(found) = walk.next_record(&mut self.top, &mut self.pos, sel, caps) {
-            self.cursor = walk.i;
+        if let Some(found) = index
+            .walk(buf)
+            .next_record(&mut self.top, &mut self.pos, sel, caps)
+        {
             return Ok(found);
         }
         let found = self.scan_record(sel, caps);
-        match (&found, self.index.as_mut()) {
-            (Ok(_), Some(index)) => {
-                let mut walk = index.walk(buf, 0);
-                walk.seek(self.pos);
-                self.cursor = walk.i;
-            }
+        self.fast = match (&found, self.index.as_mut()) {
+            (Ok(_), Some(index)) => index.walk(buf).seek(self.pos),
             // Past an error, string boundaries in the index may be off.
-            _ => self.fast = false,
-        }
+            _ => false,
+        };
         found
     }
 

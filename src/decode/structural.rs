@@ -11,14 +11,32 @@
 
 use super::json::{Capture, Kind, Selector, Top, Value, number_len, unescape_into};
 
-/// The structural positions of one buffer, and where its backslashes are.
+/// The structural positions of one buffer, built a window at a time as the
+/// walk needs them (so the index stays in cache and small whatever the
+/// buffer's size), and where the buffer's backslashes are.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
+    /// Positions not yet walked past, in order.
     pos: Vec<u32>,
-    /// One word per 64 bytes, a bit per backslash.
+    /// One word per 64 bytes indexed, a bit per backslash.
     backslash: Vec<u64>,
     scratch: Vec<u8>,
+    /// Bytes indexed so far (a multiple of 64 until the end).
+    built: usize,
+    /// Where the last walk stopped in `pos`.
+    cursor: usize,
+    /// What the next block inherits: an escape, a string, a scalar.
+    escape_carry: u64,
+    in_string: u64,
+    scalar_carry: u64,
+    /// The buffer holds what the walk cannot take (see `reset`).
+    bad: bool,
+    avx2: bool,
 }
+
+/// Bytes indexed at a time (small in unit tests, so that they cross
+/// windows).
+const WINDOW: usize = if cfg!(test) { 128 } else { 16 << 10 };
 
 /// Bit masks of one 64-byte block, bit i for byte i.
 struct Block {
@@ -189,56 +207,72 @@ fn escaped(backslash: u64, carry: &mut u64) -> u64 {
 }
 
 impl Index {
-    /// Indexes `buf`, which starts outside any string. False when the walk
-    /// cannot take it (a control character inside a string, an invalid
-    /// escape, or over 4 GiB): the scanner then reads the buffer alone.
-    pub fn build(&mut self, buf: &[u8]) -> bool {
+    /// Starts indexing `buf`, which starts outside any string. False when
+    /// the walk cannot take it because it is over 4 GiB; the walk also
+    /// stops at a control character inside a string or an invalid escape.
+    /// Either way the scanner reads on alone.
+    pub fn reset(&mut self, buf: &[u8]) -> bool {
         self.pos.clear();
         self.backslash.clear();
-        if u32::try_from(buf.len()).is_err() {
+        (self.built, self.cursor) = (0, 0);
+        (self.escape_carry, self.in_string, self.scalar_carry) = (0, 0, 0);
+        self.bad = u32::try_from(buf.len()).is_err();
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("bmi1")
+                && is_x86_feature_detected!("popcnt");
+        }
+        !self.bad
+    }
+
+    /// Indexes the next window of `buf`. False when all of it is indexed,
+    /// or it holds what the walk cannot take (`bad` then says so).
+    fn extend(&mut self, buf: &[u8]) -> bool {
+        if self.bad || self.built >= buf.len() {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("bmi1")
-                && is_x86_feature_detected!("popcnt")
-            {
-                // SAFETY: the CPU has the features the function is built for.
-                return unsafe { self.build_avx2(buf) };
+            if self.avx2 {
+                // SAFETY: `reset` found the features the function is built for.
+                unsafe { self.extend_avx2(buf) };
+            } else {
+                self.extend_with(buf, classify_sse2);
             }
-            self.build_with(buf, classify_sse2)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        self.build_with(buf, classify_bytes)
+        self.extend_with(buf, classify_bytes);
+        !self.bad
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,bmi1,popcnt")]
-    fn build_avx2(&mut self, buf: &[u8]) -> bool {
-        self.build_with(buf, |block| classify_avx2(block))
+    fn extend_avx2(&mut self, buf: &[u8]) {
+        self.extend_with(buf, |block| classify_avx2(block))
     }
 
     #[inline(always)]
-    fn build_with(&mut self, buf: &[u8], classify: impl Fn(&[u8; 64]) -> Block) -> bool {
-        self.pos.reserve(buf.len() / 4);
-        self.backslash.reserve(buf.len() / 64 + 1);
-        let (mut escape_carry, mut in_string, mut scalar_carry) = (0u64, 0u64, 0u64);
-        let mut blocks = buf.chunks_exact(64);
-        let mut base = 0usize;
+    fn extend_with(&mut self, buf: &[u8], classify: impl Fn(&[u8; 64]) -> Block) {
+        let end = (self.built + WINDOW).min(buf.len());
+        let mut blocks = buf[self.built..end].chunks_exact(64);
         let mut tail = [b' '; 64];
         let rest = blocks.remainder();
         tail[..rest.len()].copy_from_slice(rest);
-        for block in (&mut blocks).chain(std::iter::once(&tail[..])) {
+        // Padding past the end is blank, so nothing there is indexed.
+        let last = (!rest.is_empty()).then_some(&tail[..]);
+        let mut base = self.built;
+        for block in (&mut blocks).chain(last) {
             let block: &[u8; 64] = block.try_into().expect("64 bytes");
             let m = classify(block);
-            let escaped = escaped(m.backslash, &mut escape_carry);
+            let escaped = escaped(m.backslash, &mut self.escape_carry);
             let quote = m.quote & !escaped;
             // Set from an opening quote up to (not including) its closing one.
-            let inside = prefix_xor(quote) ^ in_string;
-            in_string = 0u64.wrapping_sub(inside >> 63);
+            let inside = prefix_xor(quote) ^ self.in_string;
+            self.in_string = 0u64.wrapping_sub(inside >> 63);
             if m.control & inside != 0 {
-                return false;
+                self.bad = true;
+                return;
             }
             let mut esc = escaped;
             while esc != 0 {
@@ -251,14 +285,15 @@ impl Index {
                     None => true,
                 };
                 if !ok {
-                    return false;
+                    self.bad = true;
+                    return;
                 }
                 esc &= esc - 1;
             }
             let string = inside | quote;
             let scalar = !(m.space | m.op | string);
-            let scalar_start = scalar & !((scalar << 1) | scalar_carry);
-            scalar_carry = scalar >> 63;
+            let scalar_start = scalar & !((scalar << 1) | self.scalar_carry);
+            self.scalar_carry = scalar >> 63;
             let mut bits = (m.op & !string) | quote | scalar_start;
             self.pos.reserve(64);
             let len = self.pos.len();
@@ -274,18 +309,16 @@ impl Index {
             self.backslash.push(m.backslash);
             base += 64;
         }
-        // Padding past the end is blank, so nothing there is indexed.
-        true
+        self.built = end;
     }
 
-    /// A walk from the i-th position on, over `buf` (the buffer indexed).
-    pub fn walk<'a>(&'a mut self, buf: &'a [u8], i: usize) -> Walk<'a> {
+    /// A walk over `buf` (the buffer indexed) from where the last one
+    /// stopped.
+    pub fn walk<'a>(&'a mut self, buf: &'a [u8]) -> Walk<'a> {
         Walk {
             buf,
-            pos: &self.pos,
-            backslash: &self.backslash,
-            scratch: &mut self.scratch,
-            i,
+            i: self.cursor,
+            index: self,
         }
     }
 }
@@ -314,11 +347,15 @@ fn has_backslash(bits: &[u64], start: usize, end: usize) -> bool {
 /// A walk over an index from a position of it on.
 pub(crate) struct Walk<'a> {
     buf: &'a [u8],
-    pos: &'a [u32],
-    backslash: &'a [u64],
-    scratch: &'a mut Vec<u8>,
-    /// The next position to read.
-    pub i: usize,
+    index: &'a mut Index,
+    /// The next position to read in `index.pos`.
+    i: usize,
+}
+
+impl Drop for Walk<'_> {
+    fn drop(&mut self) {
+        self.index.cursor = self.i;
+    }
 }
 
 /// Containers nested deeper than this (past selected objects) are left to
@@ -326,21 +363,47 @@ pub(crate) struct Walk<'a> {
 const MAX_DEPTH: u32 = 64;
 
 impl Walk<'_> {
-    /// The byte at the i-th position, and that position.
+    /// The k-th position from the next one, and the byte there.
     #[inline(always)]
-    fn at(&self, i: usize) -> Option<(usize, u8)> {
-        let p = *self.pos.get(i)? as usize;
+    fn at(&mut self, k: usize) -> Option<(usize, u8)> {
+        if self.i + k >= self.index.pos.len() && !self.more(k) {
+            return None;
+        }
+        let p = *self.index.pos.get(self.i + k)? as usize;
         Some((p, self.buf[p]))
     }
 
-    /// The next position at or past byte `pos`.
-    pub fn seek(&mut self, pos: usize) {
-        self.i = self.pos.partition_point(|&p| (p as usize) < pos);
+    /// Indexes windows until the k-th position from the next one is there,
+    /// dropping the positions walked past. False at the end of the buffer,
+    /// or where the walk cannot go on.
+    #[cold]
+    #[inline(never)]
+    fn more(&mut self, k: usize) -> bool {
+        self.index.pos.drain(..self.i);
+        self.i = 0;
+        while k >= self.index.pos.len() {
+            if !self.index.extend(self.buf) {
+                return false;
+            }
+        }
+        true
     }
 
-    /// The next structural byte, or `None` when only blanks remain.
-    pub fn peek(&self) -> Option<(usize, u8)> {
-        self.at(self.i)
+    /// Moves to the first position at or past byte `pos`, up to which the
+    /// scanner has read. False when the walk cannot go on from there.
+    pub fn seek(&mut self, pos: usize) -> bool {
+        loop {
+            let k = self.index.pos.partition_point(|&p| (p as usize) < pos);
+            if k < self.index.pos.len() || self.index.built >= self.buf.len() {
+                self.i = k;
+                return true;
+            }
+            self.index.pos.clear();
+            self.i = 0;
+            if !self.index.extend(self.buf) && self.index.bad {
+                return false;
+            }
+        }
     }
 
     /// The next record, as `Scanner::next_record` reads it from byte `pos`
@@ -355,7 +418,10 @@ impl Walk<'_> {
     ) -> Option<Option<(usize, usize)>> {
         let mut state = *top;
         let start = loop {
-            let Some((p, b)) = self.peek() else {
+            let Some((p, b)) = self.at(0) else {
+                if self.index.bad {
+                    return None;
+                }
                 *top = state;
                 *pos = self.buf.len();
                 return Some(None);
@@ -363,7 +429,7 @@ impl Walk<'_> {
             match (state, b) {
                 (Top::Between, b'[') => state = Top::ArrayStart,
                 (Top::ArrayStart | Top::ArrayAfterElement, b']') => state = Top::Between,
-                (Top::ArrayAfterElement, b',') => match self.at(self.i + 1)? {
+                (Top::ArrayAfterElement, b',') => match self.at(1)? {
                     (p, b'{') => {
                         self.i += 1;
                         break p;
@@ -398,24 +464,25 @@ impl Walk<'_> {
         caps: &mut [Capture],
     ) -> Option<usize> {
         self.i += 1; // '{'
-        if let (p, b'}') = self.at(self.i)? {
+        if let (p, b'}') = self.at(0)? {
             self.i += 1;
             return Some(p + 1);
         }
         loop {
             let (ks, ke) = self.string()?;
-            if self.at(self.i)?.1 != b':' {
+            if self.at(0)?.1 != b':' {
                 return None;
             }
             self.i += 1;
             let entry = match node {
                 // A key with an escape matches in its unescaped form.
                 Some(n) => match sel.find(n, &self.buf[ks..ke]) {
-                    found if !has_backslash(self.backslash, ks, ke) => found,
+                    found if !has_backslash(&self.index.backslash, ks, ke) => found,
                     _ => {
-                        self.scratch.clear();
-                        if unescape_into(&self.buf[ks..ke], self.scratch) {
-                            sel.find(n, self.scratch)
+                        let key = &mut self.index.scratch;
+                        key.clear();
+                        if unescape_into(&self.buf[ks..ke], key) {
+                            sel.find(n, key)
                         } else {
                             None
                         }
@@ -426,7 +493,7 @@ impl Walk<'_> {
             match entry {
                 None => self.skip()?,
                 Some(entry) => {
-                    let (start, b) = self.at(self.i)?;
+                    let (start, b) = self.at(0)?;
                     let value = match (entry.child, b) {
                         (Some(child), b'{') => Value {
                             start,
@@ -438,7 +505,7 @@ impl Walk<'_> {
                     entry.capture(value, caps);
                 }
             }
-            let (p, b) = self.at(self.i)?;
+            let (p, b) = self.at(0)?;
             self.i += 1;
             match b {
                 b',' => {}
@@ -451,8 +518,8 @@ impl Walk<'_> {
     /// A string at the next position: its content's span.
     #[inline(always)]
     fn string(&mut self) -> Option<(usize, usize)> {
-        let (open, b) = self.at(self.i)?;
-        let (close, c) = self.at(self.i + 1)?;
+        let (open, b) = self.at(0)?;
+        let (close, c) = self.at(1)?;
         if b != b'"' || c != b'"' {
             return None;
         }
@@ -462,11 +529,11 @@ impl Walk<'_> {
 
     /// The value at the next position.
     fn value(&mut self) -> Option<Value> {
-        let (start, b) = self.at(self.i)?;
+        let (start, b) = self.at(0)?;
         match b {
             b'"' => {
                 let (start, end) = self.string()?;
-                let escaped = has_backslash(self.backslash, start, end);
+                let escaped = has_backslash(&self.index.backslash, start, end);
                 Some(Value {
                     start,
                     end,
@@ -485,7 +552,7 @@ impl Walk<'_> {
 
     /// The value at the next position, validated and skipped.
     fn skip(&mut self) -> Option<()> {
-        match self.at(self.i)?.1 {
+        match self.at(0)?.1 {
             b'"' => self.string().map(drop),
             b'{' | b'[' => self.skip_container().map(drop),
             b'}' | b']' | b':' | b',' => None,
@@ -496,9 +563,9 @@ impl Walk<'_> {
     /// A number or literal at the next position: it must fill the run of
     /// bytes up to the next blank or structural byte.
     fn scalar(&mut self) -> Option<Value> {
-        let (start, b) = self.at(self.i)?;
+        let (start, b) = self.at(0)?;
         self.i += 1;
-        let next = self.at(self.i).map_or(self.buf.len(), |(p, _)| p);
+        let next = self.at(0).map_or(self.buf.len(), |(p, _)| p);
         let run = &self.buf[start..next];
         let (len, kind) = match b {
             b'-' | b'0'..=b'9' => match number_len(run) {
@@ -531,7 +598,7 @@ impl Walk<'_> {
         let mut objects = 0u64;
         let mut depth = 0u32;
         'open: loop {
-            let (_, open) = self.at(self.i)?;
+            let (_, open) = self.at(0)?;
             if depth == MAX_DEPTH {
                 return None;
             }
@@ -540,7 +607,7 @@ impl Walk<'_> {
             depth += 1;
             self.i += 1;
             let close = if object { b'}' } else { b']' };
-            let (p, b) = self.at(self.i)?;
+            let (p, b) = self.at(0)?;
             let mut end = p + 1;
             if b == close {
                 self.i += 1;
@@ -554,7 +621,7 @@ impl Walk<'_> {
                     return Some(end);
                 }
                 let object = objects >> (depth - 1) & 1 == 1;
-                let (p, b) = self.at(self.i)?;
+                let (p, b) = self.at(0)?;
                 self.i += 1;
                 match b {
                     b',' => {
@@ -582,12 +649,12 @@ impl Walk<'_> {
     fn member(&mut self, object: bool) -> Option<bool> {
         if object {
             self.string()?;
-            if self.at(self.i)?.1 != b':' {
+            if self.at(0)?.1 != b':' {
                 return None;
             }
             self.i += 1;
         }
-        match self.at(self.i)?.1 {
+        match self.at(0)?.1 {
             b'{' | b'[' => Some(true),
             b'"' => self.string().map(|_| false),
             _ => self.scalar().map(|_| false),
@@ -686,6 +753,21 @@ mod tests {
         }
     }
 
+    /// Indexes all of `buf`, with SSE2 alone if asked; false if the walk
+    /// cannot take it.
+    fn whole(index: &mut Index, buf: &[u8], sse2: bool) -> bool {
+        index.reset(buf);
+        while !index.bad && index.built < buf.len() {
+            #[cfg(target_arch = "x86_64")]
+            if sse2 {
+                index.extend_with(buf, classify_sse2);
+                continue;
+            }
+            index.extend(buf);
+        }
+        !index.bad
+    }
+
     /// The structural positions as a byte-by-byte reading finds them. A
     /// backslash escapes the next byte outside strings too (an escaped quote
     /// there is part of a scalar).
@@ -741,7 +823,7 @@ mod tests {
                 buf.extend_from_slice(tokens[(x % tokens.len() as u64) as usize]);
             }
             let mut index = Index::default();
-            if index.build(&buf) {
+            if whole(&mut index, &buf, false) {
                 built += 1;
                 assert_eq!(
                     index.pos,
@@ -753,7 +835,7 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 {
                     let mut sse2 = Index::default();
-                    assert!(sse2.build_with(&buf, classify_sse2));
+                    assert!(whole(&mut sse2, &buf, true));
                     assert_eq!((sse2.pos, sse2.backslash), (index.pos, index.backslash));
                 }
             }
@@ -772,7 +854,7 @@ mod tests {
                 buf.extend_from_slice(b"\"}");
             }
             let mut index = Index::default();
-            assert!(index.build(&buf));
+            assert!(whole(&mut index, &buf, false));
             assert_eq!(index.pos, reference(&buf), "run of {run}");
         }
     }
