@@ -1139,7 +1139,7 @@ pub(crate) fn convert_objects(
         max: cfg.max_errors,
     };
     let mut out = Outputs {
-        csv: CsvWriter::new(csv, keep_copy)?,
+        csv: CsvWriter::new(csv, keep_copy, cfg.checksum)?,
         rejects,
         dedupe: None,
         dedupe_dialect: cfg.dedupe.then_some(cfg.dialect),
@@ -1439,12 +1439,13 @@ struct CsvWriter<'a> {
     copy: Option<(io::BufWriter<std::fs::File>, tempfile::TempPath)>,
     /// Bytes of CSV written, every part's header included.
     bytes: u64,
-    /// The CRC-32 of a single output.
-    crc: flate2::Crc,
+    /// The CRC-32 of a single output, when asked for (it costs the
+    /// writer's thread a pass over the bytes).
+    crc: Option<flate2::Crc>,
 }
 
 impl<'a> CsvWriter<'a> {
-    fn new(out: Sink<'a>, keep_copy: bool) -> Result<Self> {
+    fn new(out: Sink<'a>, keep_copy: bool, checksum: bool) -> Result<Self> {
         let copy = if keep_copy {
             let tmp = tempfile::NamedTempFile::new().map_err(|source| Error::Setup {
                 what: "cannot create the temporary copy of the CSV for the output check",
@@ -1459,7 +1460,7 @@ impl<'a> CsvWriter<'a> {
             out,
             copy,
             bytes: 0,
-            crc: flate2::Crc::new(),
+            crc: checksum.then(flate2::Crc::new),
         })
     }
 
@@ -1468,7 +1469,9 @@ impl<'a> CsvWriter<'a> {
         self.bytes += header.len() as u64;
         match &mut self.out {
             Sink::One(out) => {
-                self.crc.update(header);
+                if let Some(crc) = &mut self.crc {
+                    crc.update(header);
+                }
                 out.write_all(header)?
             }
             Sink::Parts(parts) => parts.header(header)?,
@@ -1481,7 +1484,9 @@ impl<'a> CsvWriter<'a> {
         self.bytes += rows.len() as u64;
         match &mut self.out {
             Sink::One(out) => {
-                self.crc.update(rows);
+                if let Some(crc) = &mut self.crc {
+                    crc.update(rows);
+                }
                 out.write_all(rows)?
             }
             Sink::Parts(parts) => parts.write_rows(rows)?,
@@ -1513,7 +1518,7 @@ impl<'a> CsvWriter<'a> {
                     folder: 0,
                     first_row: 0,
                     bytes: self.bytes,
-                    crc32: self.crc.sum(),
+                    crc32: self.crc.map_or(0, |crc| crc.sum()),
                 }]
             }
             Sink::Parts(parts) => parts.commit()?,

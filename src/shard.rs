@@ -335,6 +335,7 @@ pub fn convert_shard(args: &ConvertArgs, quiet: bool) -> Result<(Summary, String
         cfg.chunk_bytes = bytes.max(1);
     }
     cfg.progress = !quiet && args.progress == "always";
+    cfg.checksum = true;
     let objects = plan.objects[range.first..range.end]
         .iter()
         .map(|p| io.object_at(&p.name, &Target::parse(&p.at)?, p.size))

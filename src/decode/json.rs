@@ -219,12 +219,32 @@ impl Selector {
     }
 
     pub fn find(&self, node: usize, key: &[u8]) -> Option<&Entry> {
+        self.find_headed(node, key, head(key))
+    }
+
+    /// `find` for the key `buf[start..end]`, reading its first eight bytes
+    /// in one load where the buffer goes on that far.
+    #[inline(always)]
+    pub fn find_in(&self, node: usize, buf: &[u8], start: usize, end: usize) -> Option<&Entry> {
+        let key = &buf[start..end];
+        let first = match buf.get(start..start + 8) {
+            Some(word) if key.len() < 8 => {
+                let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+                word & ((1 << (8 * key.len())) - 1)
+            }
+            _ => head(key),
+        };
+        self.find_headed(node, key, first)
+    }
+
+    /// `find`, given `head(key)`.
+    #[inline(always)]
+    fn find_headed(&self, node: usize, key: &[u8], first: u64) -> Option<&Entry> {
         // Length, then the first eight bytes, then the last eight: keys of
         // up to 16 bytes are told apart without a call to memcmp.
         if self.lengths[node] & (1 << key.len().min(63)) == 0 {
             return None;
         }
-        let first = head(key);
         self.nodes[node].iter().find(|e| {
             e.head == first
                 && e.key.len() == key.len()

@@ -476,7 +476,7 @@ impl Walk<'_> {
             self.i += 1;
             let entry = match node {
                 // A key with an escape matches in its unescaped form.
-                Some(n) => match sel.find(n, &self.buf[ks..ke]) {
+                Some(n) => match sel.find_in(n, self.buf, ks, ke) {
                     found if !has_backslash(&self.index.backslash, ks, ke) => found,
                     _ => {
                         let key = &mut self.index.scratch;
