@@ -131,12 +131,19 @@ pub(crate) struct Entry {
     key: Box<[u8]>,
     /// The key's first eight bytes (see `head`).
     head: u64,
+    escapes: bool,
     /// (slot, priority): an exact top-level key beats a dotted path.
     slots: Vec<(usize, u8)>,
     pub child: Option<usize>,
 }
 
 impl Entry {
+    /// Whether the key holds a backslash (so a raw key equal to it holds an
+    /// escape, and matches only unescaped).
+    pub fn escapes(&self) -> bool {
+        self.escapes
+    }
+
     /// Captures `value` into this entry's slots, unless a slot holds a
     /// value of higher priority.
     pub fn capture(&self, value: Value, caps: &mut [Capture]) {
@@ -212,6 +219,7 @@ impl Selector {
         self.nodes[node].push(Entry {
             key: key.into(),
             head: head(key),
+            escapes: key.contains(&b'\\'),
             slots: Vec::new(),
             child: None,
         });

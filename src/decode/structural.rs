@@ -477,6 +477,9 @@ impl Walk<'_> {
             let entry = match node {
                 // A key with an escape matches in its unescaped form.
                 Some(n) => match sel.find_in(n, self.buf, ks, ke) {
+                    // Equal bytes, and the path has no escape: neither has
+                    // the key.
+                    Some(entry) if !entry.escapes() => Some(entry),
                     found if !has_backslash(&self.index.backslash, ks, ke) => found,
                     _ => {
                         let key = &mut self.index.scratch;
@@ -670,7 +673,7 @@ mod tests {
     /// Everything a scanner reports over a buffer, resynchronising after
     /// each error as decoding does.
     fn reading(buf: &[u8], top: Top, index: Option<Index>) -> Vec<String> {
-        let sel = Selector::new(&["id", "n.p", "n", "g", "d.e", "x y", "kA"]);
+        let sel = Selector::new(&["id", "n.p", "n", "g", "d.e", "x y", "kA", r"b\n"]);
         let mut caps = vec![Capture::default(); sel.slots()];
         let mut scanner = Scanner::new(buf, top);
         if simdutf8::basic::from_utf8(buf).is_ok() {
@@ -705,12 +708,13 @@ mod tests {
     /// on valid input and on thousands of corruptions of it.
     #[test]
     fn the_indexed_scanner_reads_as_the_scanner_does() {
-        let seeds: [&[u8]; 5] = [
+        let seeds: [&[u8]; 6] = [
             br#"{"id":1,"ts":"2019-01-10T22:34:04.5+01:00","g":["a",null,2,true,{"q":[[]]}],"n":{"p":1.5e3,"z":{}},"d":"x\"\u00e9\ud83d\ude00\n","c":-0.5E-3}"#,
             b"[{\"id\":\"a\",\"n\":{\"p\":\"7\"},\"g\":false} , {\"x y\":2.0,\"d\":{\"e\":null}}]\n{\"k\\u0041\":1}",
             b"{\"id\":\"\xc3\xa9\",\"n\":1e400}\n{\"id\":18446744073709551616,\"n\":{\"p\":{\"p\":1}}}\r\n\t{ }",
             b"{\"id\" : [ 1 , 2 ] , \"n\" : { \"p\" : true } }{\"id\":\"\\\\\",\"g\":\"}{\"}",
             br#"{"a":"0123456789012345678901234567890123456789012345678901234567890","id":"\\\"\\","n":{"p":"\\"},"g":[{"h":[1,{"i":"]"}]}]}"#,
+            br#"{"b\\n":1,"b\n":2}{"b\n":3}{"b\u005cn":[4]}"#,
         ];
         let noise = b"{}[]\\\",:0-1eE.tfnu \n\t\x01\xff\xc3";
         let mut x = 0x2545_F491_4F6C_DD1Du64;
