@@ -7,7 +7,9 @@
 //! boundaries cheaply and hand them to parallel decoders. `Scanner` validates
 //! every byte of a record but builds nothing for fields nobody asked for: it
 //! records the byte span of each selected path (a `Selector`) and skips the
-//! rest. Mapping turns those spans into CSV text later.
+//! rest. Mapping turns those spans into CSV text later. On valid UTF-8 the
+//! scanner first lets a walk over a structural index (`super::structural`)
+//! read each record, and reads only what that walk gives back.
 
 use super::structural::Index;
 
