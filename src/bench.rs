@@ -10,14 +10,18 @@ use crate::schema::Dataset;
 use crate::sink::csv::{Dialect, push_field};
 use crate::validate::RowRules;
 
-/// Scans every JSON record in `buf`, capturing `paths`; the records found.
-/// `indexed`: through the structural index, as `convert` reads valid UTF-8.
+/// Scans every JSON record in `buf`, capturing `paths`, after one UTF-8
+/// check of the whole buffer as `convert` makes; the records found.
+/// `indexed`: through the structural index, as `convert` reads.
 pub fn scan_json(buf: &[u8], paths: &[&str], indexed: bool) -> usize {
     let selector = Selector::new(paths);
     let mut caps = vec![Capture::default(); selector.slots()];
     let mut scanner = Scanner::new(buf, Top::Between);
-    if indexed && simdutf8::basic::from_utf8(buf).is_ok() {
-        scanner = scanner.utf8_checked().indexed(Index::default());
+    if simdutf8::basic::from_utf8(buf).is_ok() {
+        scanner = scanner.utf8_checked();
+    }
+    if indexed {
+        scanner = scanner.indexed(Index::default());
     }
     let mut records = 0;
     while let Ok(Some(_)) = scanner.next_record(&selector, &mut caps) {

@@ -449,7 +449,8 @@ pub(crate) struct Scanner<'a> {
     /// The whole buffer is known to be valid UTF-8: strings need no check.
     utf8_valid: bool,
     /// The structural index of the buffer, when records are read through
-    /// it: `fast` until the scanner has reported an error.
+    /// it: `fast` until the scanner has reported an error or the walk met
+    /// what it cannot take.
     index: Option<Index>,
     fast: bool,
 }
@@ -484,10 +485,11 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Reads records through a structural index of the buffer (which must
-    /// be known valid UTF-8), built in `index`; the scanner reads what the
-    /// index walk does not take and reports every error. Records, captures
-    /// and errors are the same either way.
+    /// Reads records through a structural index of the buffer, built in
+    /// `index`, once `utf8_checked` has said the buffer is valid UTF-8 (else
+    /// the scanner reads alone). The scanner reads what the walk does not
+    /// take and reports every error: records, captures and errors are the
+    /// same either way.
     pub fn indexed(mut self, mut index: Index) -> Self {
         self.fast = self.utf8_valid && index.reset(self.buf);
         self.index = Some(index);

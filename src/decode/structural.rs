@@ -5,15 +5,18 @@
 //!
 //! The walk accepts exactly what `json::Scanner` accepts, or gives up: any
 //! record it does not take is read again by the scanner, which alone reports
-//! errors, so every error keeps its wording and offset. A buffer with a
-//! control character inside a string or an invalid escape is left to the
-//! scanner whole.
+//! errors, so every error keeps its wording and offset. Where the first
+//! pass meets a control character inside a string or a backslash that
+//! escapes nothing valid (inside a string or not, a `\u` cut short by the
+//! end of the buffer included), the walk stops, and the scanner reads the
+//! rest of the buffer; so it does after any error it reports.
 
 use super::json::{Capture, Kind, Selector, Top, Value, number_len, unescape_into};
 
 /// The structural positions of one buffer, built a window at a time as the
-/// walk needs them (so the index stays in cache and small whatever the
-/// buffer's size), and where the buffer's backslashes are.
+/// walk needs them (so the positions stay in cache and few whatever the
+/// buffer's size), and where the buffer's backslashes are (a bit a byte, for
+/// all of the buffer).
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     /// Positions not yet walked past, in order.
@@ -457,7 +460,7 @@ impl Walk<'_> {
     /// The object whose `{` is at the next position, its selected paths
     /// captured into `caps`; the byte just past its `}`. `None`: the walk
     /// does not take it.
-    pub fn object(
+    fn object(
         &mut self,
         node: Option<usize>,
         sel: &Selector,
@@ -568,6 +571,8 @@ impl Walk<'_> {
     fn scalar(&mut self) -> Option<Value> {
         let (start, b) = self.at(0)?;
         self.i += 1;
+        // No next position: the end of the buffer, or a block the first
+        // pass could not take, where the caller's next read fails anyway.
         let next = self.at(0).map_or(self.buf.len(), |(p, _)| p);
         let run = &self.buf[start..next];
         let (len, kind) = match b {

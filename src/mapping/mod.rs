@@ -25,14 +25,14 @@ use crate::error::{BadRecord, Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
 use crate::sink::csv::{Dialect, push_field};
 use crate::validate::{RowRules, Tally};
+use arrow_array::RecordBatch;
+pub(crate) use value::Cell;
+use value::{Scratch, inferred_type};
 
 thread_local! {
     /// Each decoding thread's structural index, kept from chunk to chunk.
     static INDEX: std::cell::Cell<Index> = std::cell::Cell::default();
 }
-use arrow_array::RecordBatch;
-pub(crate) use value::Cell;
-use value::{Scratch, inferred_type};
 
 /// The unit of numeric timestamps, or ISO 8601 strings only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

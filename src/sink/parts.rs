@@ -49,7 +49,8 @@ pub struct Part {
     pub first_row: u64,
     /// Its size, header included.
     pub bytes: u64,
-    /// The CRC-32 of its bytes.
+    /// The CRC-32 of its bytes (0 for a single output unless
+    /// `ConvertConfig::checksum` asked for it).
     pub crc32: u32,
 }
 
