@@ -42,6 +42,7 @@ pub(crate) struct Index {
 const WINDOW: usize = if cfg!(test) { 128 } else { 16 << 10 };
 
 /// Bit masks of one 64-byte block, bit i for byte i.
+#[derive(Default)]
 struct Block {
     quote: u64,
     backslash: u64,
@@ -81,13 +82,7 @@ fn classify_sse2(block: &[u8; 64]) -> Block {
         let colon = _mm_set1_epi8(b':' as i8);
         let comma = _mm_set1_epi8(b',' as i8);
         let control = _mm_set1_epi8(0x1f);
-        let mut out = Block {
-            quote: 0,
-            backslash: 0,
-            space: 0,
-            op: 0,
-            control: 0,
-        };
+        let mut out = Block::default();
         for k in 0..4 {
             let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
             let mask = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16) << (16 * k);
@@ -161,13 +156,7 @@ fn classify_avx2(block: &[u8; 64]) -> Block {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn classify_bytes(block: &[u8; 64]) -> Block {
-    let mut out = Block {
-        quote: 0,
-        backslash: 0,
-        space: 0,
-        op: 0,
-        control: 0,
-    };
+    let mut out = Block::default();
     for (i, &b) in block.iter().enumerate() {
         let bit = 1u64 << i;
         match b {
