@@ -191,6 +191,24 @@ impl fmt::Debug for Tally {
 }
 
 impl Tally {
+    /// Everything the tally holds, in a fixed order (for tests comparing
+    /// two ways of counting the same rows).
+    #[cfg(test)]
+    pub(crate) fn summary(&self, rules: &RowRules) -> String {
+        let s = &self.stats;
+        let mut users: Vec<_> = s.per_user.iter().collect();
+        users.sort();
+        let mut events: Vec<_> = s.event_counts.iter().collect();
+        events.sort();
+        format!(
+            "{:?}\n{}\n{users:?} {events:?} {:?} {}",
+            self.findings.list,
+            s.to_json(&rules.fields),
+            s.filled,
+            s.users_capped
+        )
+    }
+
     /// Folds in a later stretch whose lines are counted from `line_base`.
     pub(crate) fn merge(&mut self, other: Tally, line_base: u64) {
         self.findings.merge(other.findings, line_base);
@@ -305,7 +323,12 @@ impl RowRules {
 
     /// Counts a row whose values `value` then checks one by one.
     pub(crate) fn begin_row(&self, tally: &mut Tally) {
-        tally.stats.rows += 1;
+        self.begin_rows(1, tally);
+    }
+
+    /// Counts `n` rows whose values are then checked or counted.
+    pub(crate) fn begin_rows(&self, n: u64, tally: &mut Tally) {
+        tally.stats.rows += n;
         if tally.stats.filled.len() < self.fields.len() {
             tally.stats.filled.resize(self.fields.len(), 0);
         }
@@ -314,26 +337,77 @@ impl RowRules {
     /// Checks the value in column `col` (`""` for an empty field) of the
     /// row on `line`.
     pub(crate) fn value(&self, col: usize, text: &str, tally: &mut Tally, line: u64) {
+        let out = &mut tally.findings;
+        let passed = self.judge(col, text, |rule, severity, message| {
+            let at = Location {
+                file: self.file.clone(),
+                line,
+                column: col + 1,
+            };
+            out.at(rule, severity, message, at);
+        });
+        self.count(col, text, passed, 1, tally);
+    }
+
+    /// What counting `text` in column `col` takes when the rules pass it
+    /// without a finding; `None` when `value` would report one.
+    pub(crate) fn passes(&self, col: usize, text: &str) -> Option<Passed> {
+        let mut clean = true;
+        let passed = self.judge(col, text, |_, _, _| clean = false);
+        clean.then_some(passed)
+    }
+
+    /// Counts `n` values `text` that `judge` passed in column `col`.
+    #[inline]
+    pub(crate) fn count(&self, col: usize, text: &str, passed: Passed, n: u64, tally: &mut Tally) {
+        if text.is_empty() {
+            return;
+        }
+        let stats = &mut tally.stats;
+        stats.filled[col] += n;
+        if !passed.typed {
+            return;
+        }
+        match self.roles[col] {
+            Role::UserId => stats.user(text, n),
+            Role::ItemId => stats.items.add(text),
+            Role::Timestamp => {
+                if let Some(t) = passed.long {
+                    let (lo, hi) = stats.time_range.unwrap_or((t, t));
+                    stats.time_range = Some((lo.min(t), hi.max(t)));
+                }
+            }
+            Role::EventType => match stats.event_counts.get_mut(text) {
+                Some(c) => *c += n,
+                None => {
+                    stats.event_counts.insert(text.to_string(), n);
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// The rules on one value: each finding goes to `report`, and what
+    /// counting the value takes comes back.
+    #[inline(always)]
+    fn judge(
+        &self,
+        col: usize,
+        text: &str,
+        mut report: impl FnMut(&'static str, Severity, String),
+    ) -> Passed {
         use Severity::Error as E;
         let field = &self.fields[col];
-        let (stats, out) = (&mut tally.stats, &mut tally.findings);
-        let at = || Location {
-            file: self.file.clone(),
-            line,
-            column: col + 1,
-        };
         if text.is_empty() {
             if !field.nullable {
-                out.at(
+                report(
                     "required-value",
                     E,
                     format!("{}: empty, but the field cannot be null", field.name),
-                    at(),
                 );
             }
-            return;
+            return Passed::default();
         }
-        stats.filled[col] += 1;
         // Every limit below is 256 characters or more, and bytes bound
         // characters from above: count them only past 256 bytes.
         let chars = if text.len() <= 256 {
@@ -355,7 +429,7 @@ impl RowRules {
                 AvroType::String => true,
             };
         if !parses {
-            out.at(
+            report(
                 "value-type",
                 E,
                 format!(
@@ -363,36 +437,37 @@ impl RowRules {
                     field.name,
                     field.ty.as_str()
                 ),
-                at(),
             );
-            return;
+            return Passed::default();
         }
         match role {
             Role::UserId | Role::ItemId if chars > 256 => {
-                out.at(
+                report(
                     "id-length",
                     E,
                     format!("{}: an id over 256 characters", field.name),
-                    at(),
                 );
             }
             _ if timestamp && long.is_some_and(|t| t.abs() >= 100_000_000_000) => {
-                out.at("timestamp-milliseconds", Severity::Warning, format!(
-                    "{}: looks like milliseconds; Personalize wants epoch seconds (convert with --timestamp-unit ms)",
-                    field.name
-                ), at());
+                report(
+                    "timestamp-milliseconds",
+                    Severity::Warning,
+                    format!(
+                        "{}: looks like milliseconds; Personalize wants epoch seconds (convert with --timestamp-unit ms)",
+                        field.name
+                    ),
+                );
             }
             _ => {}
         }
         if field.textual && chars > 20_000 {
-            out.at(
+            report(
                 "textual-length",
                 Severity::Warning,
                 format!(
                     "{}: text over 20,000 characters is truncated by Personalize",
                     field.name
                 ),
-                at(),
             );
         } else if field.ty == AvroType::String
             && !field.textual
@@ -404,34 +479,26 @@ impl RowRules {
             } else {
                 "string-length"
             };
-            out.at(
+            report(
                 rule,
                 E,
                 format!(
                     "{}: a value over 1,000 characters (separators included); the import job fails",
                     field.name
                 ),
-                at(),
             );
         }
-        match role {
-            Role::UserId => stats.user(text),
-            Role::ItemId => stats.items.add(text),
-            Role::Timestamp => {
-                if let Some(t) = long {
-                    let (lo, hi) = stats.time_range.unwrap_or((t, t));
-                    stats.time_range = Some((lo.min(t), hi.max(t)));
-                }
-            }
-            Role::EventType => match stats.event_counts.get_mut(text) {
-                Some(n) => *n += 1,
-                None => {
-                    stats.event_counts.insert(text.to_string(), 1);
-                }
-            },
-            _ => {}
-        }
+        Passed { typed: true, long }
     }
+}
+
+/// A value as the rules saw it, for `RowRules::count`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Passed {
+    /// It has its field's type, so it counts toward the dataset figures.
+    typed: bool,
+    /// Its integer, for a timestamp.
+    long: Option<i64>,
 }
 
 /// Parses and checks a schema; the fields are `None` when it is unusable.
@@ -1093,13 +1160,15 @@ impl std::hash::Hasher for KeyIsHash {
 const USERS_TRACKED: usize = 5_000_000;
 
 impl Stats {
-    fn user(&mut self, id: &str) {
+    /// Counts `n` interactions of user `id`.
+    fn user(&mut self, id: &str, n: u64) {
         let hash = Distinct::hash(id);
         self.users.add_hash(hash);
-        if let Some(n) = self.per_user.get_mut(&hash) {
-            *n += 1;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        if let Some(mine) = self.per_user.get_mut(&hash) {
+            *mine = mine.saturating_add(n);
         } else if self.per_user.len() < USERS_TRACKED {
-            self.per_user.insert(hash, 1);
+            self.per_user.insert(hash, n);
         } else {
             self.users_capped = true;
         }

@@ -13,11 +13,18 @@ use std::path::PathBuf;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
-use arrow_schema::{DataType, Fields, TimeUnit};
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Fields, Schema, TimeUnit};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 
 use crate::mapping::Cell;
+
+/// The rows of a batch at most.
+const BATCH_ROWS: usize = 1 << 20;
 
 /// An opened Parquet file: its metadata, read once, shared by the workers
 /// that decode its row groups.
@@ -35,6 +42,7 @@ impl ParquetSource {
         let file = File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
         let metadata = ArrowReaderMetadata::load(&file, Default::default())
             .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+        let metadata = keep_dictionaries(metadata);
         Ok(ParquetSource {
             path,
             metadata,
@@ -86,17 +94,69 @@ impl ParquetSource {
         });
         let mask = ProjectionMask::leaves(descr, leaves.collect::<Vec<_>>());
         let file = File::open(&self.path).map_err(|e| format!("cannot reopen: {e}"))?;
+        let rows =
+            usize::try_from(self.metadata.metadata().row_group(index).num_rows()).unwrap_or(0);
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
                 .with_row_groups(vec![index])
                 .with_projection(mask)
-                .with_batch_size(8192)
+                // One batch per row group (the group is held whole anyway),
+                // so that a value shared by rows is converted once for more
+                // rows (`Mapping::convert_columns`).
+                .with_batch_size(rows.clamp(1, BATCH_ROWS))
                 .build()
                 .map_err(|e| format!("cannot read row group {index}: {e}"))?;
         reader
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot decode row group {index}: {e}"))
     }
+}
+
+/// The metadata with the top-level string columns that are dictionary
+/// encoded in every row group read as dictionary arrays: each distinct
+/// value is then decoded, converted and checked once per batch instead of
+/// once per row (`Mapping::convert_columns`). A column with plain pages
+/// would be hashed into a dictionary value by value, so it stays as it is.
+fn keep_dictionaries(metadata: ArrowReaderMetadata) -> ArrowReaderMetadata {
+    let parquet = metadata.metadata();
+    let descr = parquet.file_metadata().schema_descr();
+    let encoded = |name: &str| {
+        let mut leaves =
+            (0..descr.num_columns()).filter(|&i| descr.column(i).path().string() == name);
+        let (Some(leaf), None) = (leaves.next(), leaves.next()) else {
+            return false;
+        };
+        parquet
+            .row_groups()
+            .iter()
+            .all(|g| g.column(leaf).dictionary_page_offset().is_some())
+    };
+    let mut changed = false;
+    let fields: Vec<_> = metadata
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 if encoded(f.name()) => {
+                changed = true;
+                let ty = DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(f.data_type().clone()),
+                );
+                Arc::new(f.as_ref().clone().with_data_type(ty))
+            }
+            _ => f.clone(),
+        })
+        .collect();
+    if !changed {
+        return metadata;
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        metadata.schema().metadata().clone(),
+    ));
+    let options = ArrowReaderOptions::new().with_schema(schema);
+    ArrowReaderMetadata::try_new(parquet.clone(), options).unwrap_or(metadata)
 }
 
 /// The column of `path` in a batch: an exact top-level name, else a walk
@@ -119,13 +179,17 @@ pub(crate) fn column<'a>(batch: &'a RecordBatch, path: &str) -> Option<Column<'a
     Some(col)
 }
 
-/// A column with what reading one row needs: the array downcast once per
-/// batch for the common types, dictionary keys resolved once, and the
-/// structs around it (a null struct nulls its fields).
+/// A column with what reading one row needs: the array (a dictionary's
+/// values) downcast once per batch for the common types, dictionary keys
+/// resolved once, and the structs around it (a null struct nulls its
+/// fields).
 pub(crate) struct Column<'a> {
     array: &'a ArrayRef,
+    /// A dictionary's values, else `array`.
+    values: &'a ArrayRef,
+    /// A dictionary's key for each row.
+    keys: Option<Vec<usize>>,
     typed: Typed<'a>,
-    dictionary: Option<(Vec<usize>, &'a ArrayRef)>,
     parents: Vec<&'a StructArray>,
     /// Some value of the column or of a struct around it is null.
     nulls: bool,
@@ -142,41 +206,65 @@ enum Typed<'a> {
 
 impl<'a> Column<'a> {
     fn new(array: &'a ArrayRef) -> Self {
-        let dictionary = array
-            .as_any_dictionary_opt()
-            .map(|d| (d.normalized_keys(), d.values()));
-        let typed = match array.data_type() {
-            DataType::Utf8 => Typed::Utf8(array.as_string::<i32>()),
-            DataType::Int64 => Typed::Int64(array.as_primitive::<Int64Type>()),
-            DataType::Float64 => Typed::Float64(array.as_primitive::<Float64Type>()),
+        let (keys, values) = match array.as_any_dictionary_opt() {
+            // No values: every row is null (`normalized_keys` would panic).
+            Some(d) if d.values().is_empty() => (Some(vec![0; array.len()]), d.values()),
+            Some(d) => (Some(d.normalized_keys()), d.values()),
+            None => (None, array),
+        };
+        // A null among a dictionary's values is seen through `cell`.
+        let typed = match values.data_type() {
+            _ if keys.is_some() && values.null_count() > 0 => Typed::Other,
+            DataType::Utf8 => Typed::Utf8(values.as_string::<i32>()),
+            DataType::Int64 => Typed::Int64(values.as_primitive::<Int64Type>()),
+            DataType::Float64 => Typed::Float64(values.as_primitive::<Float64Type>()),
             _ => Typed::Other,
         };
         Column {
             array,
+            values,
+            keys,
             typed,
-            dictionary,
             parents: Vec::new(),
             nulls: array.logical_null_count() > 0,
         }
     }
 
+    /// Whether the value at `row`, or a struct around it, is null (a null
+    /// among a dictionary's values is not seen here).
+    pub fn is_null(&self, row: usize) -> bool {
+        self.nulls && (self.array.is_null(row) || self.parents.iter().any(|p| p.is_null(row)))
+    }
+
+    /// A dictionary column's key for each row, and how many values it has.
+    pub fn dictionary(&self) -> Option<(&[usize], usize)> {
+        Some((self.keys.as_deref()?, self.values.len()))
+    }
+
+    /// The bits of the value at `row` of a plain 64-bit number column
+    /// (equal bits, equal values); `None` for other columns.
+    pub fn bits(&self, row: usize) -> Option<u64> {
+        match self.typed {
+            _ if self.keys.is_some() => None,
+            Typed::Int64(a) => Some(a.value(row) as u64),
+            Typed::Float64(a) => Some(a.value(row).to_bits()),
+            _ => None,
+        }
+    }
+
     pub fn cell(&self, row: usize) -> Cell<'a> {
-        if self.nulls && (self.array.is_null(row) || self.parents.iter().any(|p| p.is_null(row))) {
+        if self.is_null(row) {
             return Cell::Null;
         }
+        let i = self.keys.as_ref().map_or(row, |keys| keys[row]);
         match self.typed {
-            Typed::Utf8(a) => return Cell::Str(Cow::Borrowed(a.value(row))),
-            Typed::Int64(a) => return Cell::Int(a.value(row)),
-            Typed::Float64(a) => return Cell::Float(a.value(row)),
-            Typed::Other => {}
-        }
-        let array: &'a ArrayRef = self.array;
-        match &self.dictionary {
-            Some((keys, values)) => {
-                let values: &'a ArrayRef = values;
-                cell(values.as_ref(), keys[row])
+            Typed::Utf8(a) => Cell::Str(Cow::Borrowed(a.value(i))),
+            Typed::Int64(a) => Cell::Int(a.value(i)),
+            Typed::Float64(a) => Cell::Float(a.value(i)),
+            Typed::Other => {
+                let values: &'a ArrayRef = self.values;
+                cell(values.as_ref(), i)
             }
-            None => cell(array.as_ref(), row),
         }
     }
 }
@@ -332,6 +420,11 @@ mod tests {
         let array: ArrayRef = Arc::new(dict);
         let col = Column::new(&array);
         assert_eq!(col.cell(2), Cell::Str(Cow::Borrowed("a")));
+        // A dictionary with no values (every row null) reads as nulls.
+        let nulls: DictionaryArray<Int32Type> = vec![None::<&str>, None].into_iter().collect();
+        let array: ArrayRef = Arc::new(nulls);
+        let col = Column::new(&array);
+        assert_eq!((col.cell(0), col.cell(1)), (Cell::Null, Cell::Null));
         let list: ListArray = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
             Some(vec![Some(1), None, Some(3)]),
             None,

@@ -14,6 +14,7 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
+mod columns;
 pub(crate) mod value;
 
 use crate::decode::Chunk;
@@ -1089,6 +1090,9 @@ impl Mapping {
                 .iter()
                 .map(|p| parquet::column(batch, p))
                 .collect();
+            if self.convert_columns(&columns, batch.num_rows(), &mut done, opts) {
+                continue;
+            }
             for row in 0..batch.num_rows() {
                 let cell = |slot: usize| columns[slot].as_ref().map(|c| c.cell(row));
                 let at = done.records;

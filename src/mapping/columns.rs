@@ -1,0 +1,486 @@
+//! Parquet batches converted a column at a time. A dictionary column's
+//! distinct values are converted, encoded and checked once each, and its
+//! rows only pick their value's bytes; other columns are converted row by
+//! row with the same rules. The rows are then put together in order.
+//!
+//! This path only takes a batch whose every value converts and passes the
+//! output check without a finding. On the first value that does not, it
+//! gives the batch back untouched and the row path converts it, so errors,
+//! skipped records and findings are exactly the row path's.
+
+use super::{Converted, Mapping, RowOptions, Scratch};
+use crate::decode::parquet::Column;
+use crate::mapping::Cell;
+use crate::sink::csv::{Dialect, push_field};
+use crate::validate::{RowRules, Tally};
+
+/// One field's CSV text for each row of a batch.
+struct Part {
+    texts: Texts,
+    /// Each row's text: an index into `texts`, or `None` when every row
+    /// has its own, in order.
+    rows: Option<Vec<u32>>,
+}
+
+/// A field's encoded texts.
+enum Texts {
+    /// Each text with the separators around it in the row (a comma before
+    /// all but the first field, a line break after the last), zero-padded
+    /// to 16 bytes, and its length: one fixed-size copy appends it.
+    Short(Vec<[u8; 16]>, Vec<u8>),
+    /// The texts one after another, and where each ends.
+    Long(Vec<u8>, Vec<usize>),
+}
+
+impl Part {
+    /// The part of field `i` of `fields` from its texts.
+    fn new(
+        bytes: Vec<u8>,
+        ends: Vec<usize>,
+        rows: Option<Vec<u32>>,
+        (i, fields): (usize, usize),
+    ) -> Self {
+        let lead = usize::from(i > 0);
+        let last = i + 1 == fields;
+        let room = 16 - lead - usize::from(last);
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let short = starts.zip(&ends).all(|(a, &b)| b - a <= room);
+        let texts = if short {
+            let mut padded = Vec::with_capacity(ends.len());
+            let mut lens = Vec::with_capacity(ends.len());
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            for (a, &b) in starts.zip(&ends) {
+                let mut text = [0u8; 16];
+                text[0] = b',';
+                text[lead..lead + b - a].copy_from_slice(&bytes[a..b]);
+                let mut len = lead + b - a;
+                if last {
+                    text[len] = b'\n';
+                    len += 1;
+                }
+                padded.push(text);
+                lens.push(len as u8);
+            }
+            Texts::Short(padded, lens)
+        } else {
+            Texts::Long(bytes, ends)
+        };
+        Part { texts, rows }
+    }
+
+    /// Appends text `t` with its separators (field `i` of `fields`).
+    #[inline(always)]
+    fn push(&self, t: usize, (i, fields): (usize, usize), out: &mut Vec<u8>) {
+        match &self.texts {
+            Texts::Short(padded, lens) => {
+                out.extend_from_slice(&padded[t]);
+                let len = out.len() - 16 + usize::from(lens[t]);
+                out.truncate(len);
+            }
+            Texts::Long(bytes, ends) => {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let start = if t == 0 { 0 } else { ends[t - 1] };
+                out.extend_from_slice(&bytes[start..ends[t]]);
+                if i + 1 == fields {
+                    out.push(b'\n');
+                }
+            }
+        }
+    }
+}
+
+/// What converting the values of a batch takes and finds out besides
+/// their text.
+struct Seen<'r> {
+    dialect: Dialect,
+    scratch: Scratch,
+    /// Value kinds per field (for inferred types).
+    kinds: Vec<u8>,
+    /// The output check's counts for the batch, with its rules.
+    check: Option<(&'r RowRules, Tally)>,
+}
+
+impl Mapping {
+    /// Converts the `rows` rows of a batch whose mapped columns are
+    /// `columns` (one per selector slot) a column at a time. `false`, with
+    /// `done` untouched, when some value fails its rule or the check.
+    pub(super) fn convert_columns(
+        &self,
+        columns: &[Option<Column>],
+        rows: usize,
+        done: &mut Converted,
+        opts: RowOptions,
+    ) -> bool {
+        let Ok(count) = u32::try_from(rows) else {
+            return false;
+        };
+        let mut seen = Seen {
+            dialect: opts.dialect,
+            scratch: Scratch::default(),
+            kinds: vec![0; self.fields.len()],
+            check: opts.rules.map(|rules| (rules, rules.tally())),
+        };
+        if let Some((rules, tally)) = &mut seen.check {
+            rules.begin_rows(u64::from(count), tally);
+        }
+        let n = self.fields.len();
+        let mut parts = Vec::with_capacity(n);
+        for i in 0..n {
+            let column = self.fields[i].slot.and_then(|s| columns[s].as_ref());
+            let part = match column {
+                Some(c) => match distinct(c, rows) {
+                    Some(shared) => self.by_value((i, n), c, shared, &mut seen),
+                    None => self.by_row((i, n), |row| Some(c.cell(row)), rows, &mut seen),
+                },
+                // No column gives the field: the same text on every row.
+                None => {
+                    let mut bytes = Vec::new();
+                    self.convert_one(i, None, rows as u64, &mut bytes, &mut seen)
+                        .map(|()| {
+                            let ends = vec![bytes.len()];
+                            Part::new(bytes, ends, Some(vec![0; rows]), (i, n))
+                        })
+                }
+            };
+            match part {
+                Some(p) => parts.push(p),
+                None => return false,
+            }
+        }
+        let out = &mut done.csv;
+        for row in 0..rows {
+            for (i, part) in parts.iter().enumerate() {
+                let t = part.rows.as_ref().map_or(row, |rows| rows[row] as usize);
+                part.push(t, (i, n), out);
+            }
+        }
+        for (mine, kinds) in done.seen.iter_mut().zip(seen.kinds) {
+            *mine |= kinds;
+        }
+        if let (Some(tally), Some((_, batch))) = (&mut done.tally, seen.check) {
+            tally.merge(batch, done.rows);
+        }
+        done.records += u64::from(count);
+        done.rows += u64::from(count);
+        true
+    }
+
+    /// Field `i` from a column whose rows share values: each value some
+    /// row holds is converted once, in the order rows first hold them.
+    fn by_value(
+        &self,
+        (i, n): (usize, usize),
+        column: &Column,
+        (picks, firsts): (Vec<u32>, Vec<usize>),
+        seen: &mut Seen,
+    ) -> Option<Part> {
+        let mut counts = vec![0u64; firsts.len()];
+        for &s in &picks {
+            counts[s as usize] += 1;
+        }
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(firsts.len());
+        for (&row, &count) in firsts.iter().zip(&counts) {
+            self.convert_one(i, Some(&column.cell(row)), count, &mut bytes, seen)?;
+            ends.push(bytes.len());
+        }
+        Some(Part::new(bytes, ends, Some(picks), (i, n)))
+    }
+
+    /// Field `i` converted row by row.
+    fn by_row<'c>(
+        &self,
+        (i, n): (usize, usize),
+        cell: impl Fn(usize) -> Option<Cell<'c>>,
+        rows: usize,
+        seen: &mut Seen,
+    ) -> Option<Part> {
+        let mut bytes = Vec::with_capacity(rows * 8);
+        let mut ends = Vec::with_capacity(rows);
+        for row in 0..rows {
+            self.convert_one(i, cell(row).as_ref(), 1, &mut bytes, seen)?;
+            ends.push(bytes.len());
+        }
+        Some(Part::new(bytes, ends, None, (i, n)))
+    }
+
+    /// Appends the CSV text of `value` in field `i` to `out` and counts it
+    /// `n` times for the check; `None` when it fails its rule or the
+    /// check finds something.
+    fn convert_one(
+        &self,
+        i: usize,
+        value: Option<&Cell>,
+        n: u64,
+        out: &mut Vec<u8>,
+        seen: &mut Seen,
+    ) -> Option<()> {
+        let field = &self.fields[i];
+        seen.scratch.clear();
+        let text = self
+            .convert(field, value, &mut seen.scratch, &mut seen.kinds[i])
+            .ok()?
+            .unwrap_or("");
+        if let Some((rules, tally)) = &mut seen.check {
+            let passed = rules.passes(i, text)?;
+            rules.count(i, text, passed, n, tally);
+        }
+        if field.rule.is_numeric() {
+            out.extend_from_slice(text.as_bytes());
+        } else {
+            push_field(out, text, seen.dialect);
+        }
+        Some(())
+    }
+}
+
+/// For a dictionary or 64-bit number column, each row's slot among the
+/// distinct values of the column, and the first row holding each; `None`
+/// for other columns. Null rows share a slot.
+fn distinct(column: &Column, rows: usize) -> Option<(Vec<u32>, Vec<usize>)> {
+    let mut picks = Vec::with_capacity(rows);
+    let mut firsts = Vec::new();
+    let mut pick = |slot: &mut u32, row: usize, firsts: &mut Vec<usize>| {
+        if *slot == u32::MAX {
+            *slot = firsts.len() as u32;
+            firsts.push(row);
+        }
+        picks.push(*slot);
+    };
+    if let Some((keys, values)) = column.dictionary() {
+        // The null slot comes after the dictionary's values.
+        let mut slots = vec![u32::MAX; values + 1];
+        for (row, &key) in keys.iter().enumerate().take(rows) {
+            let key = if column.is_null(row) { values } else { key };
+            pick(&mut slots[key], row, &mut firsts);
+        }
+    } else if rows > 0 && column.bits(0).is_some() {
+        let mut slots = Slots::default();
+        let mut null = u32::MAX;
+        for row in 0..rows {
+            match column.bits(row) {
+                Some(bits) if !column.is_null(row) => pick(slots.get(bits), row, &mut firsts),
+                _ => pick(&mut null, row, &mut firsts),
+            }
+        }
+    } else {
+        return None;
+    }
+    Some((picks, firsts))
+}
+
+/// A slot per distinct 64-bit value: open addressing with linear probing,
+/// grown to keep it at most half full. Cheaper than a general map for a
+/// lookup per row.
+#[derive(Default)]
+struct Slots {
+    keys: Vec<u64>,
+    /// `u32::MAX` for a free entry (and for a key given no slot yet).
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl Slots {
+    /// The slot of `key`, `u32::MAX` while it has none.
+    fn get(&mut self, key: u64) -> &mut u32 {
+        if 2 * (self.len + 1) > self.keys.len() {
+            self.grow();
+        }
+        let at = self.find(key);
+        if self.slots[at] == u32::MAX {
+            self.keys[at] = key;
+            self.len += 1;
+        }
+        &mut self.slots[at]
+    }
+
+    /// Where `key` is, or the free entry where it goes.
+    fn find(&self, key: u64) -> usize {
+        let mask = self.keys.len() - 1;
+        // Fibonacci hashing: the top bits of the product, which depend on
+        // every bit of the key (decimal fractions repeat in the low bits).
+        let shift = 64 - self.keys.len().trailing_zeros();
+        let mut at = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize;
+        while self.slots[at] != u32::MAX && self.keys[at] != key {
+            at = (at + 1) & mask;
+        }
+        at
+    }
+
+    fn grow(&mut self) {
+        let size = (self.keys.len() * 2).max(1024);
+        let keys = std::mem::replace(&mut self.keys, vec![0; size]);
+        let slots = std::mem::replace(&mut self.slots, vec![u32::MAX; size]);
+        for (key, slot) in keys.into_iter().zip(slots) {
+            if slot != u32::MAX {
+                let at = self.find(key);
+                self.keys[at] = key;
+                self.slots[at] = slot;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::types::Int32Type;
+    use arrow_array::{ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch};
+
+    use super::*;
+    use crate::decode::parquet;
+    use crate::error::Origin;
+    use crate::mapping::{MappingSpec, resolve};
+    use crate::schema::Dataset;
+
+    /// A small deterministic generator.
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as usize % n
+        }
+    }
+
+    /// A batch of interactions: users and event types in dictionaries,
+    /// items and timestamps as 64-bit integers, values as doubles, and a
+    /// categorical metadata column; now and then a value that fails its
+    /// rule (a null user, an empty event type) or that the check reports
+    /// (a timestamp in milliseconds, an overlong device name).
+    fn batch(rng: &mut Lcg, rows: usize, bad: bool) -> RecordBatch {
+        let rare = |rng: &mut Lcg| bad && rng.below(rows * 2) == 0;
+        let users: Vec<Option<String>> = (0..rows)
+            .map(|_| match rng.below(40) {
+                _ if rare(rng) => None,
+                0 => Some("u,\"q\"".to_string()),
+                n => Some(format!("user-{n}")),
+            })
+            .collect();
+        let users: DictionaryArray<Int32Type> = users.iter().map(Option::as_deref).collect();
+        let events: DictionaryArray<Int32Type> = (0..rows)
+            .map(|_| match rng.below(4) {
+                _ if rare(rng) => "",
+                0 => "click",
+                1 => "view",
+                2 => "a much longer event type",
+                _ => "buy",
+            })
+            .collect();
+        let devices: Vec<Option<String>> = (0..rows)
+            .map(|_| match rng.below(5) {
+                _ if rare(rng) => Some("d".repeat(1001)),
+                0 => None,
+                n => Some(format!("device {n}")),
+            })
+            .collect();
+        let devices: DictionaryArray<Int32Type> = devices.iter().map(Option::as_deref).collect();
+        let items: Int64Array = (0..rows)
+            .map(|_| (!rare(rng)).then(|| rng.below(30) as i64))
+            .collect();
+        let values: Float64Array = (0..rows)
+            .map(|_| (rng.below(3) > 0).then(|| rng.below(500) as f64 / 8.0))
+            .collect();
+        let times: Int64Array = (0..rows)
+            .map(|_| match rng.below(50) {
+                _ if rare(rng) => 1_700_000_000_000,
+                n => 1_700_000_000 + n as i64,
+            })
+            .map(Some)
+            .collect();
+        let columns: [(&str, ArrayRef); 6] = [
+            ("u", Arc::new(users)),
+            ("e", Arc::new(events)),
+            ("d", Arc::new(devices)),
+            ("i", Arc::new(items)),
+            ("v", Arc::new(values)),
+            ("t", Arc::new(times)),
+        ];
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    fn mapping() -> Mapping {
+        let mut spec = MappingSpec::new(Dataset::Interactions);
+        for (f, p) in [
+            ("USER_ID", "u"),
+            ("ITEM_ID", "i"),
+            ("EVENT_TYPE", "e"),
+            ("EVENT_VALUE", "v"),
+            ("TIMESTAMP", "t"),
+            ("DEVICE", "d"),
+            // No column gives it: empty on every row.
+            ("SESSION", "s"),
+        ] {
+            spec.maps.push((f.into(), p.into()));
+        }
+        spec.categorical.push("DEVICE".into());
+        resolve(&spec, None).unwrap()
+    }
+
+    /// Whatever a batch holds, a column at a time gives exactly the rows,
+    /// inferred kinds and check tally of the row path, or leaves the batch
+    /// to it untouched.
+    #[test]
+    fn columns_convert_as_rows_do() {
+        let mapping = mapping();
+        let rules = RowRules::for_output("out.csv", &mapping.schema(&[]));
+        let mut rng = Lcg(11);
+        let (mut taken, mut left) = (0, 0);
+        for round in 0..300 {
+            let rows = 1 + rng.below(200);
+            let batch = batch(&mut rng, rows, round % 2 == 1);
+            let columns: Vec<_> = mapping
+                .paths
+                .iter()
+                .map(|p| parquet::column(&batch, p))
+                .collect();
+            for (skip, check) in [(false, Some(&rules)), (true, Some(&rules)), (false, None)] {
+                let opts = RowOptions {
+                    dialect: if round % 3 == 0 {
+                        Dialect::Rfc4180
+                    } else {
+                        Dialect::Personalize
+                    },
+                    skip,
+                    rules: check,
+                };
+                // A stretch already converted before this batch.
+                let start = |opts| {
+                    let mut done = Converted::new(mapping.fields.len(), 0, opts);
+                    done.csv.extend_from_slice(b"earlier\n");
+                    done.records = 1;
+                    done.rows = 1;
+                    done
+                };
+                let mut by_columns = start(opts);
+                let mut by_rows = start(opts);
+                let rows_result = (0..rows).try_for_each(|row| {
+                    let cell = |slot: usize| columns[slot].as_ref().map(|c| c.cell(row));
+                    let origin = || Origin::in_stream("x", 0, row as u64, false);
+                    mapping.push_row(&mut by_rows, cell, opts, origin, b"")
+                });
+                let summary = |done: &Converted| {
+                    let tally = done.tally.as_ref().map(|t| t.summary(&rules));
+                    let csv = String::from_utf8_lossy(&done.csv).into_owned();
+                    (csv, done.records, done.rows, done.seen.clone(), tally)
+                };
+                if mapping.convert_columns(&columns, rows, &mut by_columns, opts) {
+                    taken += 1;
+                    assert!(rows_result.is_ok(), "round {round}");
+                    assert!(by_rows.rejects.is_empty(), "round {round}");
+                    assert_eq!(summary(&by_columns), summary(&by_rows), "round {round}");
+                } else {
+                    left += 1;
+                    assert_eq!(summary(&by_columns), summary(&start(opts)), "round {round}");
+                }
+            }
+        }
+        // Both ways were taken often.
+        assert!(taken > 300 && left > 150, "{taken} taken, {left} left");
+    }
+}
