@@ -211,6 +211,11 @@ impl Tally {
 
     /// Folds in a later stretch whose lines are counted from `line_base`.
     pub(crate) fn merge(&mut self, other: Tally, line_base: u64) {
+        if line_base == 0 && self.stats.rows == 0 && self.findings.list.is_empty() {
+            // Nothing here yet, and no lines to shift: take it whole.
+            *self = other;
+            return;
+        }
         self.findings.merge(other.findings, line_base);
         self.stats.merge(other.stats);
     }

@@ -232,6 +232,7 @@ impl<'a> Column<'a> {
 
     /// Whether the value at `row`, or a struct around it, is null (a null
     /// among a dictionary's values is not seen here).
+    #[inline]
     pub fn is_null(&self, row: usize) -> bool {
         self.nulls && (self.array.is_null(row) || self.parents.iter().any(|p| p.is_null(row)))
     }
@@ -243,6 +244,7 @@ impl<'a> Column<'a> {
 
     /// The bits of the value at `row` of a plain 64-bit number column
     /// (equal bits, equal values); `None` for other columns.
+    #[inline]
     pub fn bits(&self, row: usize) -> Option<u64> {
         match self.typed {
             _ if self.keys.is_some() => None,

@@ -8,6 +8,8 @@
 //! gives the batch back untouched and the row path converts it, so errors,
 //! skipped records and findings are exactly the row path's.
 
+use std::mem::MaybeUninit;
+
 use super::{Converted, Mapping, RowOptions, Scratch};
 use crate::decode::parquet::Column;
 use crate::mapping::Cell;
@@ -22,72 +24,86 @@ struct Part {
     rows: Option<Vec<u32>>,
 }
 
-/// A field's encoded texts.
+/// The longest text, separators included, that a `Texts::Short` holds.
+const WIDTH: usize = 32;
+
+/// A field's encoded texts, each with the separators around it in the row
+/// (a comma before all but the first field, a line break after the last).
 enum Texts {
-    /// Each text with the separators around it in the row (a comma before
-    /// all but the first field, a line break after the last), zero-padded
-    /// to 16 bytes, and its length: one fixed-size copy appends it.
-    Short(Vec<[u8; 16]>, Vec<u8>),
-    /// The texts one after another, and where each ends.
-    Long(Vec<u8>, Vec<usize>),
+    /// Texts zero-padded to `WIDTH` bytes, and their lengths: one
+    /// fixed-size copy writes one.
+    Short(Vec<[u8; WIDTH]>, Vec<u8>),
+    /// The texts one after another, where each ends, and the longest.
+    Long(Vec<u8>, Vec<usize>, usize),
 }
 
 impl Part {
-    /// The part of field `i` of `fields` from its texts.
+    /// The part of field `i` of `fields` from its texts (without their
+    /// separators), one after another in `bytes`, ending at `ends`.
     fn new(
         bytes: Vec<u8>,
         ends: Vec<usize>,
         rows: Option<Vec<u32>>,
         (i, fields): (usize, usize),
     ) -> Self {
-        let lead = usize::from(i > 0);
-        let last = i + 1 == fields;
-        let room = 16 - lead - usize::from(last);
+        let lead: &[u8] = if i > 0 { b"," } else { b"" };
+        let tail: &[u8] = if i + 1 == fields { b"\n" } else { b"" };
         let starts = std::iter::once(0).chain(ends.iter().copied());
-        let short = starts.zip(&ends).all(|(a, &b)| b - a <= room);
-        let texts = if short {
+        let texts = starts.zip(&ends).map(|(a, &b)| &bytes[a..b]);
+        let longest = texts.clone().map(<[u8]>::len).max().unwrap_or(0) + lead.len() + tail.len();
+        let texts = if longest <= WIDTH {
             let mut padded = Vec::with_capacity(ends.len());
             let mut lens = Vec::with_capacity(ends.len());
-            let starts = std::iter::once(0).chain(ends.iter().copied());
-            for (a, &b) in starts.zip(&ends) {
-                let mut text = [0u8; 16];
-                text[0] = b',';
-                text[lead..lead + b - a].copy_from_slice(&bytes[a..b]);
-                let mut len = lead + b - a;
-                if last {
-                    text[len] = b'\n';
-                    len += 1;
+            for text in texts {
+                let mut out = [0u8; WIDTH];
+                let mut at = 0;
+                for piece in [lead, text, tail] {
+                    out[at..at + piece.len()].copy_from_slice(piece);
+                    at += piece.len();
                 }
-                padded.push(text);
-                lens.push(len as u8);
+                padded.push(out);
+                lens.push(at as u8);
             }
             Texts::Short(padded, lens)
         } else {
-            Texts::Long(bytes, ends)
+            let mut joined = Vec::with_capacity(bytes.len() + ends.len() * 2);
+            let mut joined_ends = Vec::with_capacity(ends.len());
+            for text in texts {
+                for piece in [lead, text, tail] {
+                    joined.extend_from_slice(piece);
+                }
+                joined_ends.push(joined.len());
+            }
+            Texts::Long(joined, joined_ends, longest)
         };
         Part { texts, rows }
     }
 
-    /// Appends text `t` with its separators (field `i` of `fields`).
-    #[inline(always)]
-    fn push(&self, t: usize, (i, fields): (usize, usize), out: &mut Vec<u8>) {
+    /// The most bytes a row's text takes in `write_rows`.
+    fn room(&self) -> usize {
         match &self.texts {
-            Texts::Short(padded, lens) => {
-                out.extend_from_slice(&padded[t]);
-                let len = out.len() - 16 + usize::from(lens[t]);
-                out.truncate(len);
-            }
-            Texts::Long(bytes, ends) => {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let start = if t == 0 { 0 } else { ends[t - 1] };
-                out.extend_from_slice(&bytes[start..ends[t]]);
-                if i + 1 == fields {
-                    out.push(b'\n');
-                }
-            }
+            Texts::Short(..) => WIDTH,
+            Texts::Long(_, _, longest) => *longest,
         }
+    }
+
+    /// Writes the text of `row` at `at` in `out`, which has room for it;
+    /// gives where it ends.
+    #[inline(always)]
+    fn put(&self, row: usize, out: &mut [MaybeUninit<u8>], at: usize) -> usize {
+        let t = self.rows.as_ref().map_or(row, |rows| rows[row] as usize);
+        let text: &[u8] = match &self.texts {
+            Texts::Short(padded, lens) => {
+                out[at..at + WIDTH].write_copy_of_slice(&padded[t]);
+                return at + usize::from(lens[t]);
+            }
+            Texts::Long(bytes, ends, _) => {
+                let start = if t == 0 { 0 } else { ends[t - 1] };
+                &bytes[start..ends[t]]
+            }
+        };
+        out[at..at + text.len()].write_copy_of_slice(text);
+        at + text.len()
     }
 }
 
@@ -149,13 +165,7 @@ impl Mapping {
                 None => return false,
             }
         }
-        let out = &mut done.csv;
-        for row in 0..rows {
-            for (i, part) in parts.iter().enumerate() {
-                let t = part.rows.as_ref().map_or(row, |rows| rows[row] as usize);
-                part.push(t, (i, n), out);
-            }
-        }
+        write_rows(&parts, rows, &mut done.csv);
         for (mine, kinds) in done.seen.iter_mut().zip(seen.kinds) {
             *mine |= kinds;
         }
@@ -233,6 +243,30 @@ impl Mapping {
             push_field(out, text, seen.dialect);
         }
         Some(())
+    }
+}
+
+/// Appends the `rows` rows that `parts` make: a block of rows at a time,
+/// into room for the most the block can take, most texts as one
+/// fixed-size copy.
+fn write_rows(parts: &[Part], rows: usize, out: &mut Vec<u8>) {
+    let room: usize = parts.iter().map(Part::room).sum();
+    // About 1 MiB of room a block.
+    let block = ((1 << 20) / room.max(1)).clamp(1, 4096);
+    for first in (0..rows).step_by(block) {
+        let end = rows.min(first + block);
+        let len = out.len();
+        out.reserve((end - first) * room);
+        let spare = out.spare_capacity_mut();
+        let mut at = 0;
+        for row in first..end {
+            for part in parts {
+                at = part.put(row, spare, at);
+            }
+        }
+        // SAFETY: the `at` bytes past the length were written just above,
+        // one text after another from the first.
+        unsafe { out.set_len(len + at) };
     }
 }
 
@@ -376,6 +410,7 @@ mod tests {
             .map(|_| match rng.below(5) {
                 _ if rare(rng) => Some("d".repeat(1001)),
                 0 => None,
+                1 => Some("a device whose name takes more than 32 bytes".into()),
                 n => Some(format!("device {n}")),
             })
             .collect();
@@ -432,7 +467,12 @@ mod tests {
         let mut rng = Lcg(11);
         let (mut taken, mut left) = (0, 0);
         for round in 0..300 {
-            let rows = 1 + rng.below(200);
+            // Now and then more rows than `write_rows` puts in one block.
+            let rows = if round % 50 == 0 {
+                9_000
+            } else {
+                1 + rng.below(200)
+            };
             let batch = batch(&mut rng, rows, round % 2 == 1);
             let columns: Vec<_> = mapping
                 .paths
