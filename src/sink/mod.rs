@@ -30,11 +30,41 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// The marker in our temporary file names, so leftovers can be recognised.
 const TMP_MARK: &str = ".personalize-prep-tmp-";
 
+/// Every this many bytes written to a local output, their writeback to
+/// disk is started.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+
+/// Starts writing `len` bytes at `offset` of `file` to disk, without
+/// waiting. With much memory the kernel would otherwise keep the whole
+/// output dirty until the sync before the rename, which then waits for all
+/// of it (0.4–0.5 s for the 270 MB of the benchmark's output, on a disk
+/// that writes 240 MB/s); started as the run goes, the writes overlap the
+/// conversion. Best effort: the sync at commit reports any error.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a system call on the descriptor `file` keeps open; it reads
+    // and writes none of our memory.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &fs::File, _: u64, _: u64) {}
+
 /// A file that appears at its final path only on `commit`.
 pub(crate) struct AtomicFile {
     path: PathBuf,
     tmp: PathBuf,
     file: Option<BufWriter<fs::File>>,
+    /// Bytes handed to the file so far.
+    written: u64,
+    /// Where the last writeback started (`start_writeback`) ends.
+    started: u64,
     /// Folders this file created, deepest first: removed if it never lands.
     created: Vec<PathBuf>,
 }
@@ -78,6 +108,8 @@ impl AtomicFile {
             // Small: a chunk's rows (hundreds of KiB) are written straight
             // through instead of copied into the buffer first.
             file: Some(BufWriter::with_capacity(64 << 10, file)),
+            written: 0,
+            started: 0,
             created,
         })
     }
@@ -88,7 +120,14 @@ impl AtomicFile {
             path: self.path.clone(),
             what: "cannot write",
             source,
-        })
+        })?;
+        self.written += bytes.len() as u64;
+        let reached = self.written - file.buffer().len() as u64;
+        if reached - self.started >= WRITEBACK_BYTES {
+            start_writeback(file.get_ref(), self.started, reached - self.started);
+            self.started = reached;
+        }
+        Ok(())
     }
 
     /// Flushes, syncs and renames the file into place.
