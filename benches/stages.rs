@@ -5,7 +5,8 @@
 //!   through the structural index), the splitter that finds chunk
 //!   boundaries, gzip;
 //! - mapping: a chunk of JSON records into CSV rows, with and without the
-//!   output check the workers make;
+//!   output check the workers make, and a Parquet file of the same kind of
+//!   events (per byte of the file);
 //! - csv: encoding rows in the Personalize dialect.
 
 use std::hint::black_box;
@@ -95,6 +96,79 @@ fn mapping(c: &mut Criterion) {
         });
     }
     group.finish();
+    let file = events_parquet(400_000);
+    let bytes = file.as_file().metadata().expect("a file").len();
+    let parquet = bench::ParquetFile::open(file.path());
+    let mut group = c.benchmark_group("mapping");
+    group.throughput(Throughput::Bytes(bytes));
+    for (name, check) in [
+        ("convert_parquet", false),
+        ("convert_parquet_checked", true),
+    ] {
+        let converter = bench::Converter::interactions(&MAPS, check);
+        group.bench_function(name, |b| {
+            b.iter(|| converter.convert_parquet(black_box(&parquet)))
+        });
+    }
+    group.finish();
+}
+
+/// `rows` events as a Parquet file, as `examples/gen_events.rs` writes
+/// them: arrow-rs's dictionary encoding, row groups of 131,072 rows, string
+/// ids, one item id in 200 needing quotes.
+fn events_parquet(rows: usize) -> tempfile::NamedTempFile {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut columns: [Vec<String>; 3] = Default::default();
+    let (mut values, mut times) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    for i in 0..rows as u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let item = (x >> 20) % 20_000;
+        columns[0].push(format!("u-{}", x % 50_000));
+        columns[1].push(if x.is_multiple_of(200) {
+            format!("sku {item}, blue")
+        } else {
+            format!("i-{item}")
+        });
+        columns[2].push(
+            ["click", "view", "purchase", "rating", "add-to-cart"][(x >> 40) as usize % 5]
+                .to_string(),
+        );
+        values.push((x % 10_000) as f64 / 100.0);
+        times.push(1_767_225_600 + (i / 50) as i64);
+    }
+    let [users, items, kinds] = columns.map(|c| Arc::new(StringArray::from(c)) as ArrayRef);
+    let batch = RecordBatch::try_from_iter([
+        ("user_id", users),
+        ("item_id", items),
+        ("event_type", kinds),
+        (
+            "event_value",
+            Arc::new(Float64Array::from(values)) as ArrayRef,
+        ),
+        ("ts", Arc::new(Int64Array::from(times)) as ArrayRef),
+    ])
+    .expect("columns of one length");
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(131_072))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        file.reopen().expect("reopened"),
+        batch.schema(),
+        Some(props),
+    )
+    .expect("a Parquet writer");
+    writer.write(&batch).expect("rows written");
+    writer.close().expect("footer written");
+    file
 }
 
 fn csv(c: &mut Criterion) {

@@ -2,7 +2,10 @@
 //! (`benches/stages.rs`). Not a stable API: it exists so that benches
 //! measure the code the binary runs, without a runtime or files.
 
+use std::path::Path;
+
 use crate::decode::json::{Capture, Scanner, Selector, Splitter, Top};
+use crate::decode::parquet::ParquetSource;
 use crate::decode::structural::Index;
 use crate::decode::{Chunk, Compression, decompress};
 use crate::mapping::{self, Mapping, MappingSpec, RowOptions};
@@ -75,16 +78,42 @@ impl Converter {
             guessed: false,
             end_top: Top::Between,
         };
-        let opts = RowOptions {
+        let done = self
+            .mapping
+            .convert_json(&chunk, "bench", false, self.opts())
+            .expect("valid records");
+        done.csv.len()
+    }
+
+    /// Converts every row group of a Parquet file into CSV rows; the CSV
+    /// bytes.
+    pub fn convert_parquet(&self, file: &ParquetFile) -> usize {
+        (0..file.0.row_groups())
+            .map(|group| {
+                let done = self
+                    .mapping
+                    .convert_parquet(&file.0, group, "bench", self.opts())
+                    .expect("valid rows");
+                done.csv.len()
+            })
+            .sum()
+    }
+
+    fn opts(&self) -> RowOptions<'_> {
+        RowOptions {
             dialect: Dialect::Personalize,
             skip: false,
             rules: self.rules.as_ref(),
-        };
-        let done = self
-            .mapping
-            .convert_json(&chunk, "bench", false, opts)
-            .expect("valid records");
-        done.csv.len()
+        }
+    }
+}
+
+/// A Parquet file opened as `convert` opens one (metadata read once).
+pub struct ParquetFile(ParquetSource);
+
+impl ParquetFile {
+    pub fn open(path: &Path) -> Self {
+        ParquetFile(ParquetSource::open(path.to_path_buf(), None).expect("a readable Parquet file"))
     }
 }
 
