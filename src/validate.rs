@@ -211,7 +211,8 @@ impl Tally {
 
     /// Folds in a later stretch whose lines are counted from `line_base`.
     pub(crate) fn merge(&mut self, other: Tally, line_base: u64) {
-        if line_base == 0 && self.stats.rows == 0 && self.findings.list.is_empty() {
+        let empty = self.findings.list.is_empty() && self.findings.index.is_empty();
+        if line_base == 0 && self.stats.rows == 0 && empty {
             // Nothing here yet, and no lines to shift: take it whole.
             *self = other;
             return;

@@ -20,11 +20,33 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::basic::Encoding;
+use parquet::file::metadata::RowGroupMetaData;
 
 use crate::mapping::Cell;
 
 /// The rows of a batch at most.
-const BATCH_ROWS: usize = 1 << 20;
+const BATCH_ROWS: usize = 1 << 17;
+
+/// About how many bytes of a row group's mapped columns a batch holds at
+/// most (by their uncompressed size in the file).
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// The rows of a batch of `group`'s `mask` columns: the whole group when it
+/// is small enough, so that a value shared by rows is converted once for
+/// more rows (`Mapping::convert_columns`); at most `BATCH_ROWS`, and fewer
+/// when the columns are large, as a string column's offsets are 32-bit
+/// (2 GiB a batch); at least 8,192.
+fn batch_rows(group: &RowGroupMetaData, mask: &ProjectionMask) -> usize {
+    let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+    let bytes: u64 = (0..group.num_columns())
+        .filter(|&i| mask.leaf_included(i))
+        .map(|i| u64::try_from(group.column(i).uncompressed_size()).unwrap_or(0))
+        .sum();
+    let fit = rows.saturating_mul(BATCH_BYTES) / bytes.max(1);
+    let rows = usize::try_from(rows.min(fit)).unwrap_or(BATCH_ROWS);
+    rows.clamp(8192, BATCH_ROWS)
+}
 
 /// An opened Parquet file: its metadata, read once, shared by the workers
 /// that decode its row groups.
@@ -94,16 +116,12 @@ impl ParquetSource {
         });
         let mask = ProjectionMask::leaves(descr, leaves.collect::<Vec<_>>());
         let file = File::open(&self.path).map_err(|e| format!("cannot reopen: {e}"))?;
-        let rows =
-            usize::try_from(self.metadata.metadata().row_group(index).num_rows()).unwrap_or(0);
+        let batch = batch_rows(self.metadata.metadata().row_group(index), &mask);
         let reader =
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
                 .with_row_groups(vec![index])
                 .with_projection(mask)
-                // One batch per row group (the group is held whole anyway),
-                // so that a value shared by rows is converted once for more
-                // rows (`Mapping::convert_columns`).
-                .with_batch_size(rows.clamp(1, BATCH_ROWS))
+                .with_batch_size(batch)
                 .build()
                 .map_err(|e| format!("cannot read row group {index}: {e}"))?;
         reader
@@ -112,24 +130,30 @@ impl ParquetSource {
     }
 }
 
-/// The metadata with the top-level string columns that are dictionary
-/// encoded in every row group read as dictionary arrays: each distinct
-/// value is then decoded, converted and checked once per batch instead of
-/// once per row (`Mapping::convert_columns`). A column with plain pages
-/// would be hashed into a dictionary value by value, so it stays as it is.
+/// The metadata with the top-level string columns whose every data page is
+/// dictionary encoded read as dictionary arrays: each distinct value is then
+/// decoded, converted and checked once per batch instead of once per row
+/// (`Mapping::convert_columns`). A column whose pages fell back to plain
+/// encoding would be hashed back into a dictionary value by value, so it
+/// stays as it is; that is known from the page encodings the writer
+/// recorded (arrow-rs, pyarrow and Spark record them), and a chunk without
+/// that record counts as dictionary encoded when it has a dictionary page.
 fn keep_dictionaries(metadata: ArrowReaderMetadata) -> ArrowReaderMetadata {
     let parquet = metadata.metadata();
     let descr = parquet.file_metadata().schema_descr();
     let encoded = |name: &str| {
-        let mut leaves =
-            (0..descr.num_columns()).filter(|&i| descr.column(i).path().string() == name);
-        let (Some(leaf), None) = (leaves.next(), leaves.next()) else {
+        let top = |i: usize| descr.column(i).path().parts() == [name];
+        let Some(leaf) = (0..descr.num_columns()).find(|&i| top(i)) else {
             return false;
         };
-        parquet
-            .row_groups()
-            .iter()
-            .all(|g| g.column(leaf).dictionary_page_offset().is_some())
+        parquet.row_groups().iter().all(|g| {
+            let chunk = g.column(leaf);
+            chunk.dictionary_page_offset().is_some()
+                && chunk.page_encoding_stats_mask().is_none_or(|pages| {
+                    pages.is_only(Encoding::RLE_DICTIONARY)
+                        || pages.is_only(Encoding::PLAIN_DICTIONARY)
+                })
+        })
     };
     let mut changed = false;
     let fields: Vec<_> = metadata
@@ -193,6 +217,8 @@ pub(crate) struct Column<'a> {
     parents: Vec<&'a StructArray>,
     /// Some value of the column or of a struct around it is null.
     nulls: bool,
+    /// A dictionary without values: every row is null.
+    empty: bool,
 }
 
 /// The array of the usual event columns, downcast once per batch instead
@@ -220,13 +246,17 @@ impl<'a> Column<'a> {
             DataType::Float64 => Typed::Float64(values.as_primitive::<Float64Type>()),
             _ => Typed::Other,
         };
+        // A dictionary without values has only nulls; a malformed file
+        // that says otherwise reads as nulls too, never past the values.
+        let empty = keys.is_some() && values.is_empty();
         Column {
             array,
             values,
             keys,
             typed,
             parents: Vec::new(),
-            nulls: array.logical_null_count() > 0,
+            nulls: empty || array.logical_null_count() > 0,
+            empty,
         }
     }
 
@@ -234,7 +264,10 @@ impl<'a> Column<'a> {
     /// among a dictionary's values is not seen here).
     #[inline]
     pub fn is_null(&self, row: usize) -> bool {
-        self.nulls && (self.array.is_null(row) || self.parents.iter().any(|p| p.is_null(row)))
+        self.nulls
+            && (self.empty
+                || self.array.is_null(row)
+                || self.parents.iter().any(|p| p.is_null(row)))
     }
 
     /// A dictionary column's key for each row, and how many values it has.
@@ -413,6 +446,46 @@ mod tests {
         assert_eq!(text(decimal(-5, 3)), "-0.005");
         assert_eq!(text(decimal(7, 0)), "7");
         assert_eq!(text(decimal(7, -2)), "700");
+    }
+
+    /// Only string columns whose every page is dictionary encoded are read
+    /// as dictionaries; one that fell back to plain pages is not (it would
+    /// be hashed back into a dictionary).
+    #[test]
+    fn only_dictionary_pages_are_kept_as_dictionaries() {
+        use arrow_array::StringArray;
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::properties::WriterProperties;
+
+        let few: StringArray = (0..50_000).map(|i| Some(["a", "b"][i % 2])).collect();
+        let many: StringArray = (0..50_000).map(|i| Some(format!("id-{i}"))).collect();
+        let batch = RecordBatch::try_from_iter([
+            ("few", Arc::new(few) as ArrayRef),
+            ("many", Arc::new(many)),
+        ])
+        .unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        // A small dictionary page: the many ids fall back to plain pages.
+        let props = WriterProperties::builder()
+            .set_dictionary_page_size_limit(4096)
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(file.reopen().unwrap(), batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let source = ParquetSource::open(file.path().to_path_buf(), None).unwrap();
+        let paths = ["few".to_string(), "many".to_string()];
+        let read = source.read_row_group(0, &paths).unwrap();
+        let types: Vec<_> = read[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        assert_eq!(types, [dictionary, DataType::Utf8]);
+        let few = column(&read[0], "few").unwrap();
+        assert_eq!(few.cell(3), Cell::Str(Cow::Borrowed("b")));
     }
 
     #[test]
