@@ -4,17 +4,18 @@
 //! the leaves), so memory is bounded by one row group's mapped columns, not
 //! the file. Nested struct columns are reached by dotted path; a top-level
 //! column whose name contains dots wins over the walk, as for JSON. Each
-//! typed value becomes a `Cell`, so the value rules are the JSON ones.
+//! typed value becomes a `Cell`, so the value rules are the JSON ones; a
+//! batch is converted a column at a time where it can be
+//! (`mapping/columns.rs`), each distinct value once.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
-use std::sync::Arc;
-
 use arrow_schema::{DataType, Fields, Schema, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -136,8 +137,9 @@ impl ParquetSource {
 /// (`Mapping::convert_columns`). A column whose pages fell back to plain
 /// encoding would be hashed back into a dictionary value by value, so it
 /// stays as it is; that is known from the page encodings the writer
-/// recorded (arrow-rs, pyarrow and Spark record them), and a chunk without
-/// that record counts as dictionary encoded when it has a dictionary page.
+/// recorded (most writers record them, arrow-rs among them), and a chunk
+/// without that record counts as dictionary encoded when it has a
+/// dictionary page.
 fn keep_dictionaries(metadata: ArrowReaderMetadata) -> ArrowReaderMetadata {
     let parquet = metadata.metadata();
     let descr = parquet.file_metadata().schema_descr();

@@ -1,7 +1,8 @@
-//! Parquet batches converted a column at a time. A dictionary column's
-//! distinct values are converted, encoded and checked once each, and its
-//! rows only pick their value's bytes; other columns are converted row by
-//! row with the same rules. The rows are then put together in order.
+//! Parquet batches converted a column at a time. The distinct values of a
+//! dictionary column, or of a 64-bit integer or double column, are
+//! converted, encoded and checked once each, and the rows only pick their
+//! value's bytes; other columns are converted row by row with the same
+//! rules. The rows are then put together in order.
 //!
 //! This path only takes a batch whose every value converts and passes the
 //! output check without a finding. On the first value that does not, it
