@@ -672,8 +672,13 @@ impl Mapping {
                 write_int(scratch, n)
             }
             ValueRule::Reserved(Rule::Timestamp) => {
-                let secs = value::timestamp(cell, scratch, self.timestamp_unit)?;
-                write_int(scratch, secs)
+                match value::seconds_as_written(cell, self.timestamp_unit) {
+                    Some(text) => text,
+                    None => {
+                        let secs = value::timestamp(cell, scratch, self.timestamp_unit)?;
+                        write_int(scratch, secs)
+                    }
+                }
             }
             ValueRule::Reserved(Rule::Id) => {
                 let id = value::id(cell, scratch)?;
