@@ -1066,7 +1066,8 @@ impl Mapping {
     }
 
     /// Decodes one Parquet row group (its mapped columns only) and converts
-    /// each row.
+    /// its rows: a batch a column at a time when `convert_columns` takes it,
+    /// else row by row.
     pub(crate) fn convert_parquet(
         &self,
         source: &ParquetSource,
