@@ -373,20 +373,9 @@ mod tests {
     use super::*;
     use crate::decode::parquet;
     use crate::error::Origin;
+    use crate::mapping::tests::Lcg;
     use crate::mapping::{MappingSpec, resolve};
     use crate::schema::Dataset;
-
-    /// A small deterministic generator.
-    struct Lcg(u64);
-    impl Lcg {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) as usize % n
-        }
-    }
 
     /// A batch of interactions: users and event types in dictionaries,
     /// items and timestamps as 64-bit integers, values as doubles, and a

@@ -1247,15 +1247,20 @@ mod tests {
         assert_eq!(closest("USER_ID", &paths), ["user", "userid_hash"]);
     }
 
-    /// A small deterministic generator, so the test needs no extra crate.
-    struct Lcg(u64);
+    /// A small deterministic generator, so the tests need no extra crate.
+    pub(super) struct Lcg(pub(super) u64);
     impl Lcg {
-        fn next(&mut self) -> usize {
+        pub(super) fn next(&mut self) -> usize {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (self.0 >> 33) as usize
+        }
+
+        /// A number below `n`.
+        pub(super) fn below(&mut self, n: usize) -> usize {
+            self.next() % n
         }
     }
 
