@@ -361,7 +361,8 @@ impl Walk<'_> {
         if self.i + k >= self.index.pos.len() && !self.more(k) {
             return None;
         }
-        let p = *self.index.pos.get(self.i + k)? as usize;
+        // SAFETY: `more` returns true only with the k-th position there.
+        let p = unsafe { *self.index.pos.get_unchecked(self.i + k) } as usize;
         Some((p, self.buf[p]))
     }
 
