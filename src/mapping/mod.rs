@@ -614,6 +614,9 @@ impl Mapping {
                     return Err((i, reason));
                 }
             }
+            if let Some(cell) = value {
+                cell.discard();
+            }
         }
         out.push(b'\n');
         Ok(())
