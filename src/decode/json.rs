@@ -984,22 +984,6 @@ impl<'a> Scanner<'a> {
 pub(crate) fn number_len(bytes: &[u8]) -> Result<(usize, bool), (usize, &'static str)> {
     let digits = |pos: &mut usize| {
         let s = *pos;
-        // Eight bytes at a time: a byte is a digit when its high nibble is
-        // 3 and adding 6 keeps it so. A carry out of a byte that is not a
-        // digit can only spoil the bytes after it.
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        while let Some(word) = bytes.get(*pos..*pos + 8) {
-            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            let off = ((w & (0xF0 * ONES)) ^ (0x30 * ONES))
-                | ((w.wrapping_add(0x06 * ONES) & (0xF0 * ONES)) ^ (0x30 * ONES));
-            // The high bit of each byte that is not a digit.
-            let not_digit = (((off & (0x7F * ONES)) + 0x7F * ONES) | off) & (0x80 * ONES);
-            if not_digit != 0 {
-                *pos += (not_digit.trailing_zeros() / 8) as usize;
-                return *pos - s;
-            }
-            *pos += 8;
-        }
         while bytes.get(*pos).is_some_and(u8::is_ascii_digit) {
             *pos += 1;
         }
@@ -1248,64 +1232,6 @@ impl Splitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_are_measured_as_byte_by_byte() {
-        // The grammar read one byte at a time, as before the eight-byte
-        // digit runs.
-        fn reference(bytes: &[u8]) -> Result<(usize, bool), (usize, &'static str)> {
-            let digits = |pos: &mut usize| {
-                let s = *pos;
-                while bytes.get(*pos).is_some_and(u8::is_ascii_digit) {
-                    *pos += 1;
-                }
-                *pos - s
-            };
-            let mut pos = usize::from(bytes.first() == Some(&b'-'));
-            match bytes.get(pos) {
-                Some(b'0') => pos += 1,
-                Some(b'1'..=b'9') => {
-                    digits(&mut pos);
-                }
-                _ => return Err((pos, "invalid number: a digit must follow '-'")),
-            }
-            let mut integer = true;
-            if bytes.get(pos) == Some(&b'.') {
-                pos += 1;
-                integer = false;
-                if digits(&mut pos) == 0 {
-                    return Err((pos, "invalid number: a digit must follow '.'"));
-                }
-            }
-            if matches!(bytes.get(pos), Some(b'e' | b'E')) {
-                pos += 1;
-                integer = false;
-                if matches!(bytes.get(pos), Some(b'+' | b'-')) {
-                    pos += 1;
-                }
-                if digits(&mut pos) == 0 {
-                    return Err((pos, "invalid number: the exponent has no digits"));
-                }
-            }
-            Ok((pos, integer))
-        }
-        // Every byte value at every place in runs of digits of each length,
-        // after each kind of start.
-        for start in ["1", "-9", "0.", "12.3", "4e", "5E-", "6.7e+8"] {
-            for len in 0..20 {
-                for at in 0..=len {
-                    for b in 0..=255u8 {
-                        let mut bytes = start.as_bytes().to_vec();
-                        bytes.extend(std::iter::repeat_n(b'7', len));
-                        bytes.insert(start.len() + at, b);
-                        bytes.extend_from_slice(b"9,");
-                        let text = String::from_utf8_lossy(&bytes);
-                        assert_eq!(number_len(&bytes), reference(&bytes), "{text:?}");
-                    }
-                }
-            }
-        }
-    }
 
     fn records(input: &str, paths: &[&str]) -> Vec<Vec<Option<String>>> {
         let sel = Selector::new(paths);
