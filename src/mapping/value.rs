@@ -359,22 +359,37 @@ pub(crate) fn shortest_as_written<'s>(cell: &'s Cell) -> Option<&'s str> {
         Cell::Number { text, .. } | Cell::Field(text) => text.as_ref(),
         _ => return None,
     };
+    // Short texts only: far from 1 an f64 cannot hold the digits (0.000…1
+    // past 1e-308 is 0), and the common values are short.
+    if text.len() > 24 {
+        return None;
+    }
     let digits = text.strip_prefix('-').unwrap_or(text).as_bytes();
-    let (int, frac) = match memchr::memchr(b'.', digits) {
-        Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
-        None => (digits, None),
+    // One pass: digits and at most one point.
+    let mut dot = None;
+    for (i, &b) in digits.iter().enumerate() {
+        if b == b'.' && dot.is_none() {
+            dot = Some(i);
+        } else if !b.is_ascii_digit() {
+            return None;
+        }
+    }
+    let (int, frac) = match dot {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &b""[..]),
     };
-    let plain = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
-    let int_ok = int == b"0" || (!int.is_empty() && int[0] != b'0' && plain(int));
-    let frac_ok = frac.is_none_or(|f| !f.is_empty() && plain(f) && f.last() != Some(&b'0'));
+    let int_ok = int == b"0" || int.first().is_some_and(|&b| b != b'0');
+    let frac_ok = dot.is_none() || frac.last().is_some_and(|&b| b != b'0');
     if !int_ok || !frac_ok {
         return None;
     }
-    let all = int.iter().chain(frac.unwrap_or_default());
-    let significant = all.skip_while(|&&d| d == b'0').count();
-    // Short texts only: far from 1 an f64 cannot hold the digits (0.000…1
-    // past 1e-308 is 0), and the common values are short.
-    (significant <= 15 && text.len() <= 24).then_some(text)
+    // Leading zeros do not count: only "0." can start with one.
+    let significant = if int == b"0" {
+        frac.iter().skip_while(|&&d| d == b'0').count()
+    } else {
+        int.len() + frac.len()
+    };
+    (significant <= 15).then_some(text)
 }
 
 pub(crate) fn integer(cell: &Cell, scratch: &mut Scratch) -> Result<i64, String> {
@@ -787,8 +802,53 @@ mod tests {
                 format!("{}.{b}", if a.is_empty() { "0" } else { a })
             });
         }
+        // The first way this was written, which the one pass must agree with.
+        fn reference(text: &str) -> Option<&str> {
+            let digits = text.strip_prefix('-').unwrap_or(text).as_bytes();
+            let (int, frac) = match memchr::memchr(b'.', digits) {
+                Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
+                None => (digits, None),
+            };
+            let plain = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
+            let int_ok = int == b"0" || (!int.is_empty() && int[0] != b'0' && plain(int));
+            let frac_ok = frac.is_none_or(|f| !f.is_empty() && plain(f) && f.last() != Some(&b'0'));
+            if !int_ok || !frac_ok {
+                return None;
+            }
+            let all = int.iter().chain(frac.unwrap_or_default());
+            let significant = all.skip_while(|&&d| d == b'0').count();
+            (significant <= 15 && text.len() <= 24).then_some(text)
+        }
+        for odd in [
+            "",
+            "-",
+            ".",
+            "-.",
+            "0.",
+            ".5",
+            "1..2",
+            "1.2.3",
+            "00.5",
+            "-0",
+            "-0.0",
+            "0.000",
+            "0.00012",
+            "-0.5",
+            "1e5",
+            "1.5e3",
+            "+1",
+            "1,5",
+            "12345678901234.5",
+            "0.000000000000000000001",
+        ] {
+            texts.push(odd.to_string());
+            texts.push(format!("-{odd}"));
+        }
         for text in &texts {
-            if let Some(kept) = shortest_as_written(&number(text)) {
+            let cell = number(text);
+            let kept = shortest_as_written(&cell);
+            assert_eq!(kept, reference(text), "{text}");
+            if let Some(kept) = kept {
                 let shown = format!("{}", text.parse::<f64>().unwrap());
                 assert_eq!(kept, shown, "{text}");
             }
