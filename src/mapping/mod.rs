@@ -568,12 +568,16 @@ impl Mapping {
     }
 
     /// Appends one CSV row; `cell` gives the source value of a selector slot
-    /// (`None` when the record has none). On a bad value nothing is appended.
-    /// With `row.keep`, the row's values stay in `row` for the output
-    /// check.
+    /// (`None` when the record has none), and `as_written` the text of
+    /// field `i` where it knows it to be what converting the cell gives. On
+    /// a bad value nothing is appended. With `row.keep`, the row's values
+    /// stay in `row` for the output check.
     pub(crate) fn write_row<'c>(
         &self,
-        mut cell: impl FnMut(usize) -> Option<Cell<'c>>,
+        (mut cell, mut as_written): (
+            impl FnMut(usize) -> Option<Cell<'c>>,
+            impl FnMut(usize) -> Option<&'c str>,
+        ),
         row: &mut RowBuf,
         out: &mut Vec<u8>,
         seen: &mut [u8],
@@ -587,9 +591,16 @@ impl Mapping {
             if i > 0 {
                 out.push(b',');
             }
-            let value = field.slot.and_then(&mut cell);
-            row.scratch.clear();
-            match self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i]) {
+            let mut value = None;
+            let converted = match as_written(i) {
+                Some(text) => Ok(Some(text)),
+                None => {
+                    value = field.slot.and_then(&mut cell);
+                    row.scratch.clear();
+                    self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i])
+                }
+            };
+            match converted {
                 Ok(Some(text)) => {
                     if field.rule.is_numeric() {
                         // Digits, sign, point and exponent: nothing to
@@ -620,6 +631,36 @@ impl Mapping {
         }
         out.push(b'\n');
         Ok(())
+    }
+
+    /// The text `convert` gives the JSON value `v` in `field`, found
+    /// without a cell, when `v` is one that converts as written: an
+    /// unescaped string or an integer as an id, an unescaped string as
+    /// text, an integer of epoch seconds, a plain decimal as a number.
+    /// `None`: convert a cell of it. `text` is the chunk.
+    #[inline(always)]
+    fn json_as_written<'t>(&self, field: &Field, v: json::Value, text: &'t str) -> Option<&'t str> {
+        use json::Kind;
+        let s = text.get(v.start..v.end)?;
+        match (field.rule, v.kind) {
+            (
+                ValueRule::Reserved(Rule::Id),
+                Kind::Str { escaped: false } | Kind::Num { integer: true },
+            ) => {
+                // Bytes bound characters from above.
+                (!s.is_empty() && s.len() <= 256).then_some(s)
+            }
+            (ValueRule::Reserved(Rule::Text), Kind::Str { escaped: false }) => {
+                (!s.is_empty() || field.nullable).then_some(s)
+            }
+            (ValueRule::Reserved(Rule::Timestamp), Kind::Num { integer: true }) => {
+                value::seconds_as_written_text(s, self.timestamp_unit)
+            }
+            (ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number), Kind::Num { .. }) => {
+                value::shortest_as_written_text(s)
+            }
+            _ => None,
+        }
     }
 
     /// The CSV text of one field, `None` for an empty field.
@@ -920,6 +961,7 @@ impl Mapping {
         &self,
         done: &mut Converted,
         cell: impl FnMut(usize) -> Option<Cell<'c>>,
+        as_written: impl FnMut(usize) -> Option<&'c str>,
         opts: RowOptions,
         origin: impl FnOnce() -> Origin,
         raw: &[u8],
@@ -939,7 +981,7 @@ impl Mapping {
             rules.begin_row(tally);
         }
         let written = self.write_row(
-            cell,
+            (cell, as_written),
             &mut done.row,
             &mut done.csv,
             &mut done.seen,
@@ -1063,7 +1105,7 @@ impl Mapping {
             }
             let cell = |slot: usize| texts[slot].map(Cell::from_text);
             let row = done.records;
-            self.push_row(&mut done, cell, opts, || origin(before, row), raw)?;
+            self.push_row(&mut done, cell, |_| None, opts, || origin(before, row), raw)?;
         }
         Ok(done)
     }
@@ -1105,7 +1147,7 @@ impl Mapping {
             for row in 0..batch.num_rows() {
                 let cell = |slot: usize| columns[slot].as_ref().map(|c| c.cell(row));
                 let at = done.records;
-                self.push_row(&mut done, cell, opts, || origin(at), b"")?;
+                self.push_row(&mut done, cell, |_| None, opts, || origin(at), b"")?;
             }
         }
         Ok(done)
@@ -1170,9 +1212,20 @@ impl Mapping {
                 }
             };
             let cell = |slot: usize| caps[slot].value.map(|v| Cell::from_json_in(v, buf, text));
+            let as_written = |i: usize| {
+                let field = &self.fields[i];
+                self.json_as_written(field, caps[field.slot?].value?, text?)
+            };
             let row = done.records;
             let raw = &buf[span.0..span.1];
-            self.push_row(&mut done, cell, opts, || origin(span.0, row), raw)?;
+            self.push_row(
+                &mut done,
+                cell,
+                as_written,
+                opts,
+                || origin(span.0, row),
+                raw,
+            )?;
         }
         if done.tail.is_none() && chunk.guessed && scanner.top() != chunk.end_top {
             // The guess assumed another state where the chunk ends (an
@@ -1239,6 +1292,87 @@ mod tests {
         for v in values {
             assert_eq!(write_float(&mut scratch, v), format!("{v}"));
         }
+    }
+
+    /// Whatever the JSON value and the field's rule, a text found as
+    /// written is the one conversion of the value's cell gives.
+    #[test]
+    fn json_values_as_written_are_what_conversion_writes() {
+        let long = |n: usize| format!("\"{}\"", "a".repeat(n));
+        let mut values: Vec<String> = [
+            r#""u-1""#,
+            r#""""#,
+            r#"" ""#,
+            r#""a\"b""#,
+            r#""\u00e9""#,
+            r#""é""#,
+            r#""1,2""#,
+            "169",
+            "-5",
+            "0",
+            "-0",
+            "1767395367",
+            "-1767395367",
+            "9999999999",
+            "17673953670",
+            "1767395367123",
+            "63.30",
+            "92.48",
+            "3",
+            "1e5",
+            "1E-2",
+            "-0.5",
+            "0.000001",
+            "0.1234567890123456",
+            "123456789012345678901234",
+            "true",
+            "false",
+            "null",
+            "[1]",
+            r#"{"a":1}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        values.extend([long(256), long(257)]);
+        let mut taken = 0;
+        for unit in [None, Some(TimeUnit::Seconds), Some(TimeUnit::Millis)] {
+            let mut spec = MappingSpec::new(Dataset::Interactions);
+            for (f, p) in [
+                ("USER_ID", "k"),
+                ("ITEM_ID", "k"),
+                ("EVENT_TYPE", "k"),
+                ("EVENT_VALUE", "k"),
+                ("TIMESTAMP", "k"),
+                ("PRICE", "k"),
+                ("NOTE", "k"),
+            ] {
+                spec.maps.push((f.into(), p.into()));
+            }
+            spec.types.push(("PRICE".into(), AvroType::Float));
+            spec.timestamp_unit = unit;
+            let m = resolve(&spec, None).unwrap();
+            for value in &values {
+                let record = format!(r#"{{"k": {value}}}"#);
+                let buf = record.as_bytes();
+                let sel = Selector::new(&["k"]);
+                let mut caps = vec![Capture::default(); sel.slots()];
+                let mut scanner = json::Scanner::new(buf, json::Top::Between);
+                scanner.next_record(&sel, &mut caps).unwrap();
+                let v = caps[0].value.unwrap();
+                for field in &m.fields {
+                    let Some(fast) = m.json_as_written(field, v, &record) else {
+                        continue;
+                    };
+                    taken += 1;
+                    let cell = Cell::from_json_in(v, buf, Some(&record));
+                    let mut scratch = Scratch::default();
+                    let slow = m.convert(field, Some(&cell), &mut scratch, &mut 0);
+                    assert_eq!(slow, Ok(Some(fast)), "{} {value} {unit:?}", field.name);
+                }
+            }
+        }
+        assert!(taken > 40, "{taken}");
     }
 
     #[test]

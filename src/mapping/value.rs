@@ -338,6 +338,11 @@ pub(crate) fn seconds_as_written<'s>(cell: &'s Cell, unit: Option<TimeUnit>) -> 
     else {
         return None;
     };
+    seconds_as_written_text(text, unit)
+}
+
+/// `seconds_as_written` for the text of an integer.
+pub(crate) fn seconds_as_written_text(text: &str, unit: Option<TimeUnit>) -> Option<&str> {
     if !matches!(unit, None | Some(TimeUnit::Seconds)) {
         return None;
     }
@@ -355,10 +360,14 @@ pub(crate) fn seconds_as_written<'s>(cell: &'s Cell, unit: Option<TimeUnit>) -> 
 /// the shortest form is these digits). Saves a parse and a format on the
 /// common case.
 pub(crate) fn shortest_as_written<'s>(cell: &'s Cell) -> Option<&'s str> {
-    let text = match cell {
-        Cell::Number { text, .. } | Cell::Field(text) => text.as_ref(),
-        _ => return None,
-    };
+    match cell {
+        Cell::Number { text, .. } | Cell::Field(text) => shortest_as_written_text(text),
+        _ => None,
+    }
+}
+
+/// `shortest_as_written` for the text of a number.
+pub(crate) fn shortest_as_written_text(text: &str) -> Option<&str> {
     // Short texts only: far from 1 an f64 cannot hold the digits (0.000…1
     // past 1e-308 is 0), and the common values are short.
     if text.len() > 24 {
