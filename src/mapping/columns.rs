@@ -373,8 +373,8 @@ mod tests {
     use super::*;
     use crate::decode::parquet;
     use crate::error::Origin;
-    use crate::mapping::tests::Lcg;
-    use crate::mapping::{MappingSpec, resolve};
+    use crate::mapping::resolve;
+    use crate::mapping::tests::{Lcg, spec_of};
     use crate::schema::Dataset;
 
     /// A batch of interactions: users and event types in dictionaries,
@@ -435,19 +435,19 @@ mod tests {
     }
 
     fn mapping() -> Mapping {
-        let mut spec = MappingSpec::new(Dataset::Interactions);
-        for (f, p) in [
-            ("USER_ID", "u"),
-            ("ITEM_ID", "i"),
-            ("EVENT_TYPE", "e"),
-            ("EVENT_VALUE", "v"),
-            ("TIMESTAMP", "t"),
-            ("DEVICE", "d"),
-            // No column gives it: empty on every row.
-            ("SESSION", "s"),
-        ] {
-            spec.maps.push((f.into(), p.into()));
-        }
+        let mut spec = spec_of(
+            Dataset::Interactions,
+            &[
+                ("USER_ID", "u"),
+                ("ITEM_ID", "i"),
+                ("EVENT_TYPE", "e"),
+                ("EVENT_VALUE", "v"),
+                ("TIMESTAMP", "t"),
+                ("DEVICE", "d"),
+                // No column gives it: empty on every row.
+                ("SESSION", "s"),
+            ],
+        );
         spec.categorical.push("DEVICE".into());
         resolve(&spec, None).unwrap()
     }

@@ -1337,18 +1337,17 @@ mod tests {
         values.extend([long(256), long(257)]);
         let mut taken = 0;
         for unit in [None, Some(TimeUnit::Seconds), Some(TimeUnit::Millis)] {
-            let mut spec = MappingSpec::new(Dataset::Interactions);
-            for (f, p) in [
-                ("USER_ID", "k"),
-                ("ITEM_ID", "k"),
-                ("EVENT_TYPE", "k"),
-                ("EVENT_VALUE", "k"),
-                ("TIMESTAMP", "k"),
-                ("PRICE", "k"),
-                ("NOTE", "k"),
-            ] {
-                spec.maps.push((f.into(), p.into()));
-            }
+            let fields = [
+                "USER_ID",
+                "ITEM_ID",
+                "EVENT_TYPE",
+                "EVENT_VALUE",
+                "TIMESTAMP",
+                "PRICE",
+                "NOTE",
+            ];
+            let maps: Vec<_> = fields.iter().map(|&f| (f, "k")).collect();
+            let mut spec = spec_of(Dataset::Interactions, &maps);
             spec.types.push(("PRICE".into(), AvroType::Float));
             spec.timestamp_unit = unit;
             let m = resolve(&spec, None).unwrap();
@@ -1409,18 +1408,25 @@ mod tests {
         }
     }
 
+    /// A spec of `dataset` with `maps` as `--map FIELD=PATH` flags.
+    pub(super) fn spec_of(dataset: Dataset, maps: &[(&str, &str)]) -> MappingSpec {
+        let mut spec = MappingSpec::new(dataset);
+        spec.maps = maps.iter().map(|&(f, p)| (f.into(), p.into())).collect();
+        spec
+    }
+
     fn mapping_for_fuzz() -> Mapping {
-        let mut spec = MappingSpec::new(Dataset::Items);
-        for (f, p) in [
-            ("ITEM_ID", "id"),
-            ("CREATION_TIMESTAMP", "ts"),
-            ("GENRES", "g"),
-            ("PRICE", "n.p"),
-            ("DESC", "d"),
-            ("COUNT", "c"),
-        ] {
-            spec.maps.push((f.into(), p.into()));
-        }
+        let mut spec = spec_of(
+            Dataset::Items,
+            &[
+                ("ITEM_ID", "id"),
+                ("CREATION_TIMESTAMP", "ts"),
+                ("GENRES", "g"),
+                ("PRICE", "n.p"),
+                ("DESC", "d"),
+                ("COUNT", "c"),
+            ],
+        );
         spec.textual.push("DESC".into());
         spec.types.push(("COUNT".into(), AvroType::Int));
         resolve(&spec, None).unwrap()
