@@ -78,9 +78,13 @@ def run_shard(binary, run, storage, shard):
     cmd = [executable(binary), "convert", "--plan", run, "--shard", str(shard), "-q"] + storage
     started = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
-    print("personalize-prep-spark: shard %d attempt %d on %s pid %d: exit %d in %.2f s"
-          % (shard, attempt, socket.gethostname(), os.getpid(), done.returncode,
-             time.time() - started), file=sys.stderr, flush=True)
+    # One write of the whole line: print() writes the text and its newline
+    # apart, and two executors sharing a stderr pipe then run lines together.
+    line = ("personalize-prep-spark: shard %d attempt %d on %s pid %d: exit %d in %.2f s\n"
+            % (shard, attempt, socket.gethostname(), os.getpid(), done.returncode,
+               time.time() - started))
+    sys.stderr.flush()
+    os.write(2, line.encode())
     if done.returncode != 0:
         raise RuntimeError("shard %d failed (exit %d): %s"
                            % (shard, done.returncode, done.stderr.strip()))
