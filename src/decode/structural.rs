@@ -134,23 +134,31 @@ fn classify_avx2(block: &[u8; 64]) -> Block {
         let (l, h) = (_mm256_movemask_epi8(f(lo)), _mm256_movemask_epi8(f(hi)));
         opaque(u64::from(l as u32) | (u64::from(h as u32) << 32))
     };
+    // Table lookups by the low four bits (simdjson's classification): a
+    // byte is a blank when the blank table holds it at its low four bits,
+    // and `{ } : ,` (with `[ ]` folded onto the braces) likewise. A byte
+    // with its high bit set looks up 0. The op table also matches two
+    // control bytes (0x0c, 0x1a), taken out again by the control mask.
+    let table = |t: [u8; 16]| {
+        // SAFETY: reads the 16 bytes of `t`.
+        let half = unsafe { _mm_loadu_si128(t.as_ptr().cast::<__m128i>()) };
+        _mm256_broadcastsi128_si256(half)
+    };
+    let blanks = table([
+        b' ', 100, 100, 100, 17, 100, 113, 2, 100, b'\t', b'\n', 112, 100, b'\r', 100, 100,
+    ]);
+    let ops = table([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b':', b'{', b',', b'}', 0, 0]);
+    let control = bits(&|v| _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v));
+    let op = bits(&|v| {
+        let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+        _mm256_cmpeq_epi8(_mm256_shuffle_epi8(ops, v), folded)
+    });
     Block {
         quote: bits(&|v| eq(v, b'"')),
         backslash: bits(&|v| eq(v, b'\\')),
-        space: bits(&|v| {
-            _mm256_or_si256(
-                _mm256_or_si256(eq(v, b' '), eq(v, b'\t')),
-                _mm256_or_si256(eq(v, b'\n'), eq(v, b'\r')),
-            )
-        }),
-        op: bits(&|v| {
-            let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
-            _mm256_or_si256(
-                _mm256_or_si256(eq(folded, b'{'), eq(folded, b'}')),
-                _mm256_or_si256(eq(v, b':'), eq(v, b',')),
-            )
-        }),
-        control: bits(&|v| _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v)),
+        space: bits(&|v| _mm256_cmpeq_epi8(_mm256_shuffle_epi8(blanks, v), v)),
+        op: op & !control,
+        control,
     }
 }
 
@@ -518,7 +526,7 @@ impl Walk<'_> {
                             end: self.object(Some(child), sel, caps)?,
                             kind: Kind::Object,
                         },
-                        _ => self.value()?,
+                        _ => self.value(start, b)?,
                     };
                     entry.capture(value, caps);
                 }
@@ -536,21 +544,28 @@ impl Walk<'_> {
     /// A string at the next position: its content's span.
     #[inline(always)]
     fn string(&mut self) -> Option<(usize, usize)> {
-        let (open, b) = self.at(0)?;
+        match self.at(0)? {
+            (open, b'"') => self.string_from(open),
+            _ => None,
+        }
+    }
+
+    /// The string whose opening quote is the next position, at `open`.
+    #[inline(always)]
+    fn string_from(&mut self, open: usize) -> Option<(usize, usize)> {
         let (close, c) = self.at(1)?;
-        if b != b'"' || c != b'"' {
+        if c != b'"' {
             return None;
         }
         self.i += 2;
         Some((open + 1, close))
     }
 
-    /// The value at the next position.
-    fn value(&mut self) -> Option<Value> {
-        let (start, b) = self.at(0)?;
+    /// The value whose first byte `b` is the next position, at `start`.
+    fn value(&mut self, start: usize, b: u8) -> Option<Value> {
         match b {
             b'"' => {
-                let (start, end) = self.string()?;
+                let (start, end) = self.string_from(start)?;
                 let escaped = has_backslash(&self.index.backslash, start, end);
                 Some(Value {
                     start,
@@ -564,24 +579,24 @@ impl Walk<'_> {
                 kind: if b == b'{' { Kind::Object } else { Kind::Array },
             }),
             b'}' | b']' | b':' | b',' => None,
-            _ => self.scalar(),
+            _ => self.scalar(start, b),
         }
     }
 
     /// The value at the next position, validated and skipped.
     fn skip(&mut self) -> Option<()> {
-        match self.at(0)?.1 {
-            b'"' => self.string().map(drop),
-            b'{' | b'[' => self.skip_container().map(drop),
-            b'}' | b']' | b':' | b',' => None,
-            _ => self.scalar().map(drop),
+        match self.at(0)? {
+            (p, b'"') => self.string_from(p).map(drop),
+            (_, b'{' | b'[') => self.skip_container().map(drop),
+            (_, b'}' | b']' | b':' | b',') => None,
+            (p, b) => self.scalar(p, b).map(drop),
         }
     }
 
-    /// A number or literal at the next position: it must fill the run of
-    /// bytes up to the next blank or structural byte.
-    fn scalar(&mut self) -> Option<Value> {
-        let (start, b) = self.at(0)?;
+    /// A number or literal whose first byte `b` is the next position, at
+    /// `start`: it must fill the run of bytes up to the next blank or
+    /// structural byte.
+    fn scalar(&mut self, start: usize, b: u8) -> Option<Value> {
         self.i += 1;
         // No next position: the end of the buffer, or a block the first
         // pass could not take, where the caller's next read fails anyway.
@@ -679,10 +694,10 @@ impl Walk<'_> {
             }
             self.i += 1;
         }
-        match self.at(0)?.1 {
-            b'{' | b'[' => Some(true),
-            b'"' => self.string().map(|_| false),
-            _ => self.scalar().map(|_| false),
+        match self.at(0)? {
+            (_, b'{' | b'[') => Some(true),
+            (p, b'"') => self.string_from(p).map(|_| false),
+            (p, b) => self.scalar(p, b).map(|_| false),
         }
     }
 }
@@ -892,6 +907,33 @@ mod tests {
             }
         }
         assert!(built > 500, "only {built} inputs were indexed");
+    }
+
+    #[test]
+    fn every_byte_outside_strings_is_classified_as_read() {
+        for b in 0..=255u8 {
+            for at in [1, 31, 32, 63, 64, 100] {
+                let mut buf = b"[".to_vec();
+                buf.resize(at, b' ');
+                // A digit after it: one scalar with it, or a scalar of its own.
+                buf.push(b);
+                buf.extend_from_slice(b"1 ,\"a\":1]");
+                let mut index = Index::default();
+                // `\1` escapes nothing valid: left to the scanner.
+                let indexed = whole(&mut index, &buf, false);
+                assert_eq!(indexed, b != b'\\', "byte {b:#x} at {at}");
+                if !indexed {
+                    continue;
+                }
+                assert_eq!(index.pos, reference(&buf), "byte {b:#x} at {at}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let mut sse2 = Index::default();
+                    assert!(whole(&mut sse2, &buf, true));
+                    assert_eq!(sse2.pos, index.pos, "byte {b:#x} at {at}");
+                }
+            }
+        }
     }
 
     #[test]
