@@ -323,13 +323,28 @@ impl Io {
 /// True when `object` is the file `target` names.
 pub(crate) fn is_target(object: &Object, target: &Target) -> bool {
     match (&object.location, target) {
-        (Location::Local(path), Target::Local(out)) => {
-            match (std::fs::canonicalize(path), std::fs::canonicalize(out)) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => false,
-            }
-        }
+        (Location::Local(path), Target::Local(out)) => same_file(path, out),
         (Location::Remote { .. }, Target::Url(url)) => object.name == url.at(&url.key),
+        _ => false,
+    }
+}
+
+/// True when both paths name one existing file (through links too).
+#[cfg(unix)]
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // Asked for every object listed: two `stat`s, where resolving both
+    // paths took a `readlink` for each of their folders.
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
 }
@@ -360,8 +375,9 @@ fn is_part_of(object: &Object, target: &Target) -> bool {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             };
-            matches!((dir(path), dir(out)), (Ok(a), Ok(b)) if a == b)
-                && matches(&name(path), &name(out))
+            // The names first: they rule out every other object unresolved.
+            matches(&name(path), &name(out))
+                && matches!((dir(path), dir(out)), (Ok(a), Ok(b)) if a == b)
         }
         (Location::Remote { .. }, Target::Url(url)) => matches(&object.name, &url.at(&url.key)),
         _ => false,

@@ -482,6 +482,14 @@ fn a_dest_inside_its_source_is_not_read_back() {
         run.assert_code(0);
     }
     assert_eq!(wd.read("input/interactions.csv").lines().count(), 13);
+    // Nor through a link to the folder: the same file by another name.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("input", wd.path().join("link")).unwrap();
+        let run = wd.run(&["convert", "link", "-o", "input/", "-q"]);
+        run.assert_code(0);
+        assert_eq!(wd.read("input/interactions.csv").lines().count(), 13);
+    }
 }
 
 #[test]
