@@ -26,6 +26,8 @@ pub(crate) struct Index {
     scratch: Vec<u8>,
     /// Bytes indexed so far (a multiple of 64 until the end).
     built: usize,
+    /// The length of the buffer indexed: every position is below it.
+    len: usize,
     /// Where the last walk stopped in `pos`.
     cursor: usize,
     /// What the next block inherits: an escape, a string, a scalar.
@@ -223,7 +225,7 @@ impl Index {
     pub fn reset(&mut self, buf: &[u8]) -> bool {
         self.pos.clear();
         self.backslash.clear();
-        (self.built, self.cursor) = (0, 0);
+        (self.built, self.cursor, self.len) = (0, 0, buf.len());
         (self.escape_carry, self.in_string, self.scalar_carry) = (0, 0, 0);
         self.bad = u32::try_from(buf.len()).is_err();
         #[cfg(target_arch = "x86_64")]
@@ -337,6 +339,8 @@ impl Index {
     /// A walk over `buf` (the buffer indexed) from where the last one
     /// stopped.
     pub fn walk<'a>(&'a mut self, buf: &'a [u8]) -> Walk<'a> {
+        // What makes `Walk::at`'s unchecked read sound.
+        assert_eq!(buf.len(), self.len, "a walk over the buffer indexed");
         Walk {
             buf,
             i: self.cursor,
@@ -391,9 +395,14 @@ impl Walk<'_> {
         if self.i + k >= self.index.pos.len() && !self.more(k) {
             return None;
         }
-        // SAFETY: `more` returns true only with the k-th position there.
-        let p = unsafe { *self.index.pos.get_unchecked(self.i + k) } as usize;
-        Some((p, self.buf[p]))
+        // SAFETY: `more` returns true only with the k-th position there,
+        // and every position is below the length of the buffer indexed
+        // (padding past its end is blank), which `walk` found equal to
+        // the length of `buf`.
+        unsafe {
+            let p = *self.index.pos.get_unchecked(self.i + k) as usize;
+            Some((p, *self.buf.get_unchecked(p)))
+        }
     }
 
     /// Indexes windows until the k-th position from the next one is there,
