@@ -344,6 +344,8 @@ impl Index {
         Walk {
             buf,
             i: self.cursor,
+            pos: self.pos.as_ptr(),
+            len: self.pos.len(),
             index: self,
         }
     }
@@ -376,6 +378,10 @@ pub(crate) struct Walk<'a> {
     index: &'a mut Index,
     /// The next position to read in `index.pos`.
     i: usize,
+    /// `index.pos` as it is until `more` or `seek` changes it, kept here
+    /// so that a read needs no trip through `index`.
+    pos: *const u32,
+    len: usize,
 }
 
 impl Drop for Walk<'_> {
@@ -392,17 +398,24 @@ impl Walk<'_> {
     /// The k-th position from the next one, and the byte there.
     #[inline(always)]
     fn at(&mut self, k: usize) -> Option<(usize, u8)> {
-        if self.i + k >= self.index.pos.len() && !self.more(k) {
+        if self.i + k >= self.len && !self.more(k) {
             return None;
         }
-        // SAFETY: `more` returns true only with the k-th position there,
-        // and every position is below the length of the buffer indexed
-        // (padding past its end is blank), which `walk` found equal to
-        // the length of `buf`.
+        // SAFETY: `pos` and `len` are those of `index.pos` (`refresh`
+        // follows every change to it), and `more` returns true only with
+        // the k-th position there. Every position is below the length of
+        // the buffer indexed (padding past its end is blank), which `walk`
+        // found equal to the length of `buf`.
         unsafe {
-            let p = *self.index.pos.get_unchecked(self.i + k) as usize;
+            let p = *self.pos.add(self.i + k) as usize;
             Some((p, *self.buf.get_unchecked(p)))
         }
+    }
+
+    /// Takes `index.pos` as it now is.
+    #[inline(always)]
+    fn refresh(&mut self) {
+        (self.pos, self.len) = (self.index.pos.as_ptr(), self.index.pos.len());
     }
 
     /// Indexes windows until the k-th position from the next one is there,
@@ -413,12 +426,16 @@ impl Walk<'_> {
     fn more(&mut self, k: usize) -> bool {
         self.index.pos.drain(..self.i);
         self.i = 0;
-        while k >= self.index.pos.len() {
-            if !self.index.extend(self.buf) {
-                return false;
+        let more = loop {
+            if k < self.index.pos.len() {
+                break true;
             }
-        }
-        true
+            if !self.index.extend(self.buf) {
+                break false;
+            }
+        };
+        self.refresh();
+        more
     }
 
     /// Moves to the first position at or past byte `pos`, up to which the
@@ -428,11 +445,14 @@ impl Walk<'_> {
             let k = self.index.pos.partition_point(|&p| (p as usize) < pos);
             if k < self.index.pos.len() || self.index.built >= self.buf.len() {
                 self.i = k;
+                self.refresh();
                 return true;
             }
             self.index.pos.clear();
             self.i = 0;
-            if !self.index.extend(self.buf) && self.index.bad {
+            let more = self.index.extend(self.buf);
+            self.refresh();
+            if !more && self.index.bad {
                 return false;
             }
         }
