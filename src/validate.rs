@@ -300,6 +300,9 @@ impl RowRules {
         let mut tally = Tally::default();
         tally.stats.users = Distinct::below(self.bounds[0].load(Ordering::Relaxed));
         tally.stats.items = Distinct::below(self.bounds[1].load(Ordering::Relaxed));
+        // A chunk of a MiB holds a few thousand users: room for them up
+        // front, instead of the map growing eleven times (53 KiB a tally).
+        tally.stats.per_user.reserve(2048);
         tally
     }
 
