@@ -24,7 +24,7 @@ use crate::decode::parquet::{self, ParquetSource};
 use crate::decode::structural::Index;
 use crate::error::{BadRecord, Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
-use crate::sink::csv::{Dialect, push_field};
+use crate::sink::csv::{Dialect, push_field, push_plain};
 use crate::validate::{RowRules, Tally};
 use arrow_array::RecordBatch;
 pub(crate) use value::Cell;
@@ -606,7 +606,7 @@ impl Mapping {
                         // Digits, sign, point and exponent: nothing to
                         // quote or escape.
                         debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
-                        out.extend_from_slice(text.as_bytes());
+                        push_plain(out, text.as_bytes());
                     } else {
                         push_field(out, text, dialect);
                     }
