@@ -641,7 +641,11 @@ impl Mapping {
     #[inline(always)]
     fn json_as_written<'t>(&self, field: &Field, v: json::Value, text: &'t str) -> Option<&'t str> {
         use json::Kind;
-        let s = text.get(v.start..v.end)?;
+        let s = text.as_bytes().get(v.start..v.end)?;
+        // SAFETY: `text` is valid UTF-8, and a value's span starts and ends
+        // beside ASCII bytes (quotes, digits, the blank or structural byte
+        // after a number), so on character boundaries.
+        let s = unsafe { std::str::from_utf8_unchecked(s) };
         match (field.rule, v.kind) {
             (
                 ValueRule::Reserved(Rule::Id),
