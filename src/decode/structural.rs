@@ -372,6 +372,23 @@ fn has_backslash(bits: &[u64], start: usize, end: usize) -> bool {
     false
 }
 
+/// For `run`, which starts with a digit 1 to 9 (no leading zero):
+/// `Some(true)` when it is all digits, `Some(false)` when one point stands
+/// between two of its digits, `None` for anything else.
+#[inline(always)]
+fn plain_number(run: &[u8]) -> Option<bool> {
+    let mut point = false;
+    for (i, &b) in run.iter().enumerate() {
+        if !b.is_ascii_digit() {
+            if b != b'.' || point || i + 1 == run.len() {
+                return None;
+            }
+            point = true;
+        }
+    }
+    Some(!point)
+}
+
 /// A walk over an index from a position of it on.
 pub(crate) struct Walk<'a> {
     buf: &'a [u8],
@@ -632,10 +649,11 @@ impl Walk<'_> {
         let next = self.at(0).map_or(self.buf.len(), |(p, _)| p);
         let run = &self.buf[start..next];
         let (len, kind) = match b {
-            // Digits up to the next structural byte: an integer (the most
-            // common scalar), without the grammar's steps.
-            b'1'..=b'9' if run.iter().all(u8::is_ascii_digit) => {
-                (run.len(), Kind::Num { integer: true })
+            // Digits up to the next structural byte, with at most one point
+            // between two of them: the common numbers, without the
+            // grammar's steps.
+            b'1'..=b'9' if let Some(integer) = plain_number(run) => {
+                (run.len(), Kind::Num { integer })
             }
             b'-' | b'0'..=b'9' => match number_len(run) {
                 Ok((len, integer)) => (len, Kind::Num { integer }),
@@ -780,6 +798,7 @@ mod tests {
         let numbers = [
             "0", "00", "01", "-0", "-01", "10", "1", "123", "1.5", "1.", ".5", "-", "--1", "1e",
             "1e5", "1E+5", "1e-", "0x1", "1a", "1 2", "1.5.5", "+1", "0.0", "-0.0e-0", &long,
+            "87.35", "10.0", "1..2", "1.x", "1.5e3", "1.5E", "12.", "3.-1", "1.5 .5",
         ];
         for n in numbers {
             for blank in ["", " ", "\t\n"] {
