@@ -123,9 +123,21 @@ impl SyntaxError {
 #[derive(Debug)]
 pub(crate) struct Selector {
     nodes: Vec<Vec<Entry>>,
-    /// Per node, bit min(n, 63) set when one of its keys is n bytes long.
-    lengths: Vec<u64>,
+    /// Per node, by `bucket` of a key's length and first byte: 0 when no
+    /// key of the node falls there, `SHARED` when several do, else one
+    /// plus the index of the one that does.
+    buckets: Vec<[u8; 64]>,
     slots: usize,
+}
+
+/// A bucket that several keys of a node fall in (see `Selector::buckets`).
+const SHARED: u8 = u8::MAX;
+
+/// The bucket of a key `len` bytes long whose first byte is `first` (0 for
+/// the empty key).
+#[inline(always)]
+fn bucket(len: usize, first: u8) -> usize {
+    (len.wrapping_mul(7) + usize::from(first)) & 63
 }
 
 #[derive(Debug)]
@@ -177,7 +189,7 @@ impl Selector {
     pub fn new<S: AsRef<str>>(paths: &[S]) -> Self {
         let mut sel = Selector {
             nodes: vec![Vec::new()],
-            lengths: vec![0],
+            buckets: vec![[0; 64]],
             slots: paths.len(),
         };
         for (slot, path) in paths.iter().enumerate() {
@@ -196,7 +208,7 @@ impl Selector {
                             Some(child) => child,
                             None => {
                                 sel.nodes.push(Vec::new());
-                                sel.lengths.push(0);
+                                sel.buckets.push([0; 64]);
                                 let child = sel.nodes.len() - 1;
                                 sel.nodes[node][e].child = Some(child);
                                 child
@@ -217,7 +229,11 @@ impl Selector {
         if let Some(i) = self.nodes[node].iter().position(|e| &*e.key == key) {
             return i;
         }
-        self.lengths[node] |= 1 << key.len().min(63);
+        let b = &mut self.buckets[node][bucket(key.len(), key.first().copied().unwrap_or(0))];
+        *b = match (*b, u8::try_from(self.nodes[node].len() + 1)) {
+            (0, Ok(one_past)) if one_past < SHARED => one_past,
+            _ => SHARED,
+        };
         self.nodes[node].push(Entry {
             key: key.into(),
             head: head(key),
@@ -250,17 +266,20 @@ impl Selector {
     /// `find`, given `head(key)`.
     #[inline(always)]
     fn find_headed(&self, node: usize, key: &[u8], first: u64) -> Option<&Entry> {
-        // Length, then the first eight bytes, then the last eight: keys of
+        // The first eight bytes, the length, then the last eight: keys of
         // up to 16 bytes are told apart without a call to memcmp.
-        if self.lengths[node] & (1 << key.len().min(63)) == 0 {
-            return None;
-        }
-        self.nodes[node].iter().find(|e| {
+        let is = |e: &Entry| {
             e.head == first
                 && e.key.len() == key.len()
                 && (key.len() <= 8
                     || (last8(&e.key) == last8(key) && (key.len() <= 16 || e.key[..] == key[..])))
-        })
+        };
+        let entries = &self.nodes[node];
+        match self.buckets[node][bucket(key.len(), first as u8)] {
+            0 => None,
+            SHARED => entries.iter().find(|e| is(e)),
+            one_past => entries.get(usize::from(one_past) - 1).filter(|e| is(e)),
+        }
     }
 }
 
@@ -1247,6 +1266,62 @@ mod tests {
         }
         assert_eq!(sc.top(), Top::Between);
         out
+    }
+
+    #[test]
+    fn a_selector_finds_each_of_its_keys_and_nothing_else() {
+        // Keys that share buckets (same length and first byte, or a
+        // collision of the two), the empty key, long keys, a dotted walk,
+        // and more keys than a bucket can number (past 254).
+        let mut paths: Vec<String> = Vec::from(
+            [
+                "",
+                "a",
+                "b",
+                "ab",
+                "ba",
+                "user_id",
+                "item_id",
+                "user_ix",
+                "session_id",
+                "event_type",
+                "event_value",
+                "a_key_longer_than_16",
+                "a_key_longer_than_17",
+                "ts",
+                "d.e",
+                "d.f",
+            ]
+            .map(String::from),
+        );
+        paths.extend((0..300).map(|i| format!("k{i}")));
+        let sel = Selector::new(&paths);
+        let probes = paths.iter().map(String::as_str).chain([
+            "k300",
+            "user_iz",
+            "c",
+            "tz",
+            "d",
+            "e",
+            "a_key_longer_than_18",
+            "d.g",
+        ]);
+        for key in probes {
+            let want = sel.nodes[0].iter().find(|e| &*e.key == key.as_bytes());
+            let got = sel.find(0, key.as_bytes());
+            assert_eq!(got.map(|e| &e.key), want.map(|e| &e.key), "{key:?}");
+            let mut buf = key.as_bytes().to_vec();
+            buf.extend_from_slice(b"\"}padding");
+            let got = sel.find_in(0, &buf, 0, key.len());
+            assert_eq!(
+                got.map(|e| &e.key),
+                want.map(|e| &e.key),
+                "{key:?} in a buffer"
+            );
+        }
+        let d = sel.find(0, b"d").and_then(|e| e.child).expect("d walks on");
+        assert!(sel.find(d, b"e").is_some() && sel.find(d, b"f").is_some());
+        assert!(sel.find(d, b"g").is_none() && sel.find(d, b"d").is_none());
     }
 
     fn error(input: &str) -> SyntaxError {
