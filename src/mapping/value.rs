@@ -374,15 +374,17 @@ pub(crate) fn shortest_as_written_text(text: &str) -> Option<&str> {
         return None;
     }
     let digits = text.strip_prefix('-').unwrap_or(text).as_bytes();
-    // One pass: digits and at most one point.
-    let mut dot = None;
+    // One pass: digits and at most one point (one compare a digit).
+    let mut dot = usize::MAX;
     for (i, &b) in digits.iter().enumerate() {
-        if b == b'.' && dot.is_none() {
-            dot = Some(i);
-        } else if !b.is_ascii_digit() {
-            return None;
+        if b.wrapping_sub(b'0') > 9 {
+            if b != b'.' || dot != usize::MAX {
+                return None;
+            }
+            dot = i;
         }
     }
+    let dot = (dot != usize::MAX).then_some(dot);
     let (int, frac) = match dot {
         Some(dot) => (&digits[..dot], &digits[dot + 1..]),
         None => (digits, &b""[..]),
