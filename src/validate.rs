@@ -1210,7 +1210,7 @@ impl UserCounts {
         }
         let hash = hash.max(1);
         let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         loop {
             let (key, count) = &mut self.slots[i];
             if *key == hash {
@@ -1236,13 +1236,39 @@ impl UserCounts {
         }
     }
 
-    /// Starts loading the slot where `hash` begins its search.
+    /// The slot where the search for `hash` starts (the table not empty).
+    #[inline(always)]
+    fn home(&self, hash: u64) -> usize {
+        hash.max(1) as usize & (self.slots.len() - 1)
+    }
+
+    /// Adds every count of `other`, asking for each slot a few users
+    /// ahead. False when a new user was refused at `limit`.
+    fn add_all(&mut self, other: &UserCounts, limit: usize) -> bool {
+        // Slots ahead, about half of them users: far enough for a load from
+        // memory to arrive before its user comes up.
+        const AHEAD: usize = 16;
+        let mut all = true;
+        for (i, &(hash, n)) in other.slots.iter().enumerate() {
+            if let Some(&(ahead, _)) = other.slots.get(i + AHEAD)
+                && ahead != 0
+            {
+                self.prefetch(ahead);
+            }
+            if hash != 0 {
+                all &= self.add(hash, n, limit);
+            }
+        }
+        all
+    }
+
+    /// Starts loading the slot where the search for `hash` starts.
     #[inline(always)]
     fn prefetch(&self, hash: u64) {
         #[cfg(target_arch = "x86_64")]
         if !self.slots.is_empty() {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let slot = &self.slots[hash.max(1) as usize & (self.slots.len() - 1)];
+            let slot = &self.slots[self.home(hash)];
             // SAFETY: a prefetch reads nothing the program sees; the
             // address is that of a slot of the table.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast()) };
@@ -1276,19 +1302,8 @@ impl Stats {
     /// Folds in the counts of other rows.
     fn merge(&mut self, other: Stats) {
         self.rows += other.rows;
-        // Slots ahead, about half of them users: far enough for a load from
-        // memory to arrive before its user comes up.
-        const AHEAD: usize = 16;
-        let theirs = &other.per_user.slots;
-        for (i, &(hash, n)) in theirs.iter().enumerate() {
-            if let Some(&(ahead, _)) = theirs.get(i + AHEAD)
-                && ahead != 0
-            {
-                self.per_user.prefetch(ahead);
-            }
-            if hash != 0 && !self.per_user.add(hash, n, USERS_TRACKED) {
-                self.users_capped = true;
-            }
+        if !self.per_user.add_all(&other.per_user, USERS_TRACKED) {
+            self.users_capped = true;
         }
         self.users_capped |= other.users_capped;
         self.users.merge(other.users);
