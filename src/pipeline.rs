@@ -1329,9 +1329,16 @@ fn read_all(
         }
         let decompressed = opened.compression != Compression::None;
         // Boundaries are guessed once the mapping is known (the first
-        // record is read from an exactly cut chunk).
-        let mut reader = ObjectReader::new(object, opened, cfg, mapping.get().is_some());
+        // record is read from an exactly cut chunk), from then on.
+        let mut guessing = mapping.get().is_some();
+        let mut reader = ObjectReader::new(object, opened, cfg, guessing);
         loop {
+            if !guessing && mapping.get().is_some() {
+                // The run's first record is read: the rest of this object
+                // need not be cut exactly either.
+                reader.reader.guess_from_now();
+                guessing = true;
+            }
             let (decoder, chunk) = match reader.next_chunk() {
                 Ok(Some(next)) => next,
                 Ok(None) => break,

@@ -252,6 +252,8 @@ pub(crate) struct ChunkReader<R> {
     guess: bool,
     /// The stream's first byte was seen and the boundaries chosen.
     chosen: bool,
+    /// The stream starts with an object (not an array).
+    objects: bool,
 }
 
 /// Reading failed at this offset of the stream.
@@ -275,6 +277,7 @@ impl<R: Read> ChunkReader<R> {
             done: false,
             guess: false,
             chosen: false,
+            objects: false,
         }
     }
 
@@ -283,6 +286,16 @@ impl<R: Read> ChunkReader<R> {
     pub fn guessing(mut self, guess: bool) -> Self {
         self.guess = guess;
         self
+    }
+
+    /// Guess JSON boundaries from the next chunk on, when the stream
+    /// starts with an object: the first chunk was cut exactly so that its
+    /// first record could be read, which needs doing only once a run.
+    pub fn guess_from_now(&mut self) {
+        self.guess = true;
+        if self.chosen && self.objects {
+            self.splitter = Boundaries::Guess;
+        }
     }
 
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ReadError> {
@@ -333,7 +346,8 @@ impl<R: Read> ChunkReader<R> {
             {
                 // Objects: boundaries can be guessed. Arrays are split exactly.
                 self.chosen = true;
-                if first == b'{' && self.guess {
+                self.objects = first == b'{';
+                if self.objects && self.guess {
                     self.splitter = Boundaries::Guess;
                 }
             }
@@ -402,6 +416,35 @@ mod tests {
             out.push(c);
         }
         out
+    }
+
+    #[test]
+    fn a_stream_of_objects_is_guessed_once_told_to() {
+        let objects: &[u8] = b"{\"a\":1} {\"b\":\"}{\"}{\"c\":[2]}\n{\"d\":3}{\"e\":4}";
+        let array: &[u8] = b"[{\"a\":1},{\"b\":\"}{\"},{\"c\":[2]},{\"d\":3}]";
+        for (input, guessed) in [(objects, true), (array, false)] {
+            let mut reader = ChunkReader::new(input, 9, Boundaries::Json(Default::default()));
+            let first = reader.next_chunk().unwrap().unwrap();
+            assert!(!first.guessed);
+            reader.guess_from_now();
+            let mut joined = first.bytes.clone();
+            let mut rest = 0;
+            while let Some(c) = reader.next_chunk().unwrap() {
+                assert_eq!(c.base, joined.len() as u64);
+                if !c.last {
+                    assert_eq!(
+                        c.guessed,
+                        guessed,
+                        "{:?}",
+                        String::from_utf8_lossy(&c.bytes)
+                    );
+                    rest += 1;
+                }
+                joined.extend_from_slice(&c.bytes);
+            }
+            assert_eq!(joined, input);
+            assert!(rest >= 2, "{rest} chunks between the first and the last");
+        }
     }
 
     #[test]
