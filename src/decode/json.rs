@@ -1151,13 +1151,13 @@ fn hex4(h: &[u8]) -> u32 {
 
 /// Finds record boundaries in a stream without validating it, so that a
 /// reader can cut chunks that decoders can take in parallel.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Splitter {
-    in_string: bool,
-    escape: bool,
-    depth: u32,
+    pub(super) in_string: bool,
+    pub(super) escape: bool,
+    pub(super) depth: u32,
     /// The outermost open container is a top-level array.
-    in_array: bool,
+    pub(super) in_array: bool,
 }
 
 impl Splitter {
@@ -1195,8 +1195,16 @@ impl Splitter {
     /// returns the offset in `bytes` just after the last record that ends in
     /// them, with the top-level state there.
     pub fn scan(&mut self, bytes: &[u8]) -> Option<(usize, Top)> {
+        // Whole 64-byte blocks with bit masks, the rest byte by byte.
+        let (from, cut) = self.blocks(bytes);
+        self.scan_bytes(bytes, from).or(cut)
+    }
+
+    /// `scan` over `bytes[from..]`, a byte at a time (a cut is an offset
+    /// in `bytes`).
+    pub(super) fn scan_bytes(&mut self, bytes: &[u8], from: usize) -> Option<(usize, Top)> {
         let mut cut = None;
-        let mut i = 0;
+        let mut i = from;
         while i < bytes.len() {
             if self.in_string {
                 if self.escape {

@@ -11,7 +11,7 @@
 //! end of the buffer included), the walk stops, and the scanner reads the
 //! rest of the buffer; so it does after any error it reports.
 
-use super::json::{Capture, Kind, Selector, Top, Value, number_len, unescape_into};
+use super::json::{Capture, Kind, Selector, Splitter, Top, Value, number_len, unescape_into};
 
 /// The structural positions of one buffer, built a window at a time as the
 /// walk needs them (so the positions stay in cache and few whatever the
@@ -215,6 +215,149 @@ fn escaped(backslash: u64, carry: &mut u64) -> u64 {
     let (even_runs, overflow) = odd_starts.overflowing_add(backslash);
     *carry = u64::from(overflow);
     (EVEN ^ (even_runs << 1)) & follows
+}
+
+/// What `Splitter` reads of one 64-byte block: quotes, backslashes, and
+/// brackets opening (`{` `[`) and closing (`}` `]`).
+struct Marks {
+    quote: u64,
+    backslash: u64,
+    open: u64,
+    close: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn marks_sse2(block: &[u8; 64]) -> Marks {
+    use std::arch::x86_64::*;
+    let mut out = Marks {
+        quote: 0,
+        backslash: 0,
+        open: 0,
+        close: 0,
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline; every load reads 16 of
+    // the block's 64 bytes.
+    unsafe {
+        for k in 0..4 {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
+            let mask = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16) << (16 * k);
+            let eq = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+            // `[` and `]` become `{` and `}` once bit 5 is set; no other byte does.
+            let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+            let folded_eq = |b: u8| _mm_cmpeq_epi8(folded, _mm_set1_epi8(b as i8));
+            out.quote |= mask(eq(b'"'));
+            out.backslash |= mask(eq(b'\\'));
+            out.open |= mask(folded_eq(b'{'));
+            out.close |= mask(folded_eq(b'}'));
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn marks_avx2(block: &[u8; 64]) -> Marks {
+    use std::arch::x86_64::*;
+    // SAFETY: the loads read the block's two halves.
+    let (lo, hi) = unsafe {
+        (
+            _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()),
+            _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
+        )
+    };
+    let bits = |f: &dyn Fn(__m256i) -> __m256i| {
+        let (l, h) = (_mm256_movemask_epi8(f(lo)), _mm256_movemask_epi8(f(hi)));
+        opaque(u64::from(l as u32) | (u64::from(h as u32) << 32))
+    };
+    let eq = |b: u8| move |v: __m256i| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b as i8));
+    let folded_eq = |b: u8| {
+        move |v: __m256i| {
+            let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+            _mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b as i8))
+        }
+    };
+    Marks {
+        quote: bits(&eq(b'"')),
+        backslash: bits(&eq(b'\\')),
+        open: bits(&folded_eq(b'{')),
+        close: bits(&folded_eq(b'}')),
+    }
+}
+
+impl Splitter {
+    /// `scan` over the whole 64-byte blocks at the start of `bytes`, from
+    /// bit masks as the index is built: the bytes read, and the last cut
+    /// in them. A block holding a backslash outside strings (which JSON
+    /// does not allow, and the byte-by-byte reading takes as a plain byte)
+    /// is read byte by byte, so both readings cut alike on any input.
+    pub(super) fn blocks(&mut self, bytes: &[u8]) -> (usize, Option<(usize, Top)>) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the features the function is built for are there.
+                return unsafe { self.blocks_avx2(bytes) };
+            }
+            self.blocks_with(bytes, marks_sse2, prefix_xor)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        (0, None)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,pclmulqdq")]
+    fn blocks_avx2(&mut self, bytes: &[u8]) -> (usize, Option<(usize, Top)>) {
+        self.blocks_with(bytes, |block| marks_avx2(block), |x| prefix_xor_clmul(x))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn blocks_with(
+        &mut self,
+        bytes: &[u8],
+        marks: impl Fn(&[u8; 64]) -> Marks,
+        prefix_xor: impl Fn(u64) -> u64,
+    ) -> (usize, Option<(usize, Top)>) {
+        let mut cut = None;
+        let mut base = 0;
+        for block in bytes.chunks_exact(64) {
+            let block: &[u8; 64] = block.try_into().expect("64 bytes");
+            let m = marks(block);
+            let mut carry = u64::from(self.escape);
+            let quote = m.quote & !escaped(m.backslash, &mut carry);
+            // Set from an opening quote up to (not including) its closing one.
+            let inside = prefix_xor(quote) ^ 0u64.wrapping_sub(u64::from(self.in_string));
+            if m.backslash & !inside != 0 {
+                cut = self.scan_bytes(&bytes[..base + 64], base).or(cut);
+                base += 64;
+                continue;
+            }
+            self.in_string = inside >> 63 == 1;
+            self.escape = carry == 1;
+            let open = m.open & !inside;
+            let mut brackets = open | (m.close & !inside);
+            while brackets != 0 {
+                let i = brackets.trailing_zeros() as usize;
+                if open >> i & 1 == 1 {
+                    if self.depth == 0 && block[i] == b'[' {
+                        self.in_array = true;
+                    }
+                    self.depth += 1;
+                } else if self.depth > 0 {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        self.in_array = false;
+                        cut = Some((base + i + 1, Top::Between));
+                    } else if self.depth == 1 && self.in_array {
+                        cut = Some((base + i + 1, Top::ArrayAfterElement));
+                    }
+                }
+                brackets &= brackets - 1;
+            }
+            base += 64;
+        }
+        (base, cut)
+    }
 }
 
 impl Index {
@@ -863,6 +1006,63 @@ mod tests {
                     "{:?} from {top:?}",
                     String::from_utf8_lossy(&input)
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn the_splitter_cuts_by_blocks_as_byte_by_byte() {
+        let seeds: [&[u8]; 4] = [
+            br#"{"id":1,"s":"}{ \"}{\" \\","g":["a",{"q":[[]]}],"n":{"p":"]\\\\"}}"#,
+            b"[{\"id\":\"a\",\"n\":{\"p\":\"7\"}} , {\"x\":[2.0,{}]}]\n{\"k\\u0041\":\"\\\\\\\"}\"}",
+            br#"{"a":"0123456789012345678901234567890123456789012345678901234567890"}{"b":"\\"}"#,
+            b"[[1],[2],{\"a\":[{},{}]}]\n[{\"c\":\"],[\"},{\"d\":1}]",
+        ];
+        let noise = b"{}[]\\\\\\\"\",: a\n";
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..4000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + next(4) {
+                input.extend_from_within(..);
+            }
+            if round >= seeds.len() {
+                for _ in 0..next(6) {
+                    let at = next(input.len() + 1);
+                    match next(3) {
+                        0 if at < input.len() => input[at] = noise[next(noise.len())],
+                        1 if at < input.len() => {
+                            input.remove(at);
+                        }
+                        _ => input.insert(at, noise[next(noise.len())]),
+                    }
+                }
+            }
+            // The stream in up to four calls, each state carried on.
+            let mut cuts = vec![0, input.len()];
+            for _ in 0..next(4) {
+                cuts.push(next(input.len() + 1));
+            }
+            cuts.sort_unstable();
+            let (mut fast, mut slow) = (Splitter::default(), Splitter::default());
+            #[cfg(target_arch = "x86_64")]
+            let mut sse2 = Splitter::default();
+            for piece in cuts.windows(2).map(|w| &input[w[0]..w[1]]) {
+                let want = slow.scan_bytes(piece, 0);
+                let shown = String::from_utf8_lossy(piece);
+                assert_eq!(fast.scan(piece), want, "{shown:?}");
+                assert_eq!(fast, slow, "{shown:?}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let (from, cut) = sse2.blocks_with(piece, marks_sse2, prefix_xor);
+                    assert_eq!(sse2.scan_bytes(piece, from).or(cut), want, "{shown:?}");
+                    assert_eq!(sse2, slow, "{shown:?}");
+                }
             }
         }
     }
