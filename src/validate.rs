@@ -295,13 +295,13 @@ impl RowRules {
     }
 
     /// An empty tally for a stretch of rows of this run.
-    pub(crate) fn tally(&self) -> Tally {
+    /// An empty tally with room for about `users` users (at least 64, at
+    /// most 8,192: past that the table grows as it fills).
+    pub(crate) fn tally(&self, users: usize) -> Tally {
         let mut tally = Tally::default();
         tally.stats.users = Distinct::below(self.bounds[0].load(Ordering::Relaxed));
         tally.stats.items = Distinct::below(self.bounds[1].load(Ordering::Relaxed));
-        // A chunk of a MiB holds a few thousand users: room for them up
-        // front, instead of the table growing nine times (64 KiB a tally).
-        tally.stats.per_user = UserCounts::with_capacity(2048);
+        tally.stats.per_user = UserCounts::with_capacity(users.clamp(64, 8192));
         tally
     }
 

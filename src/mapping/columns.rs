@@ -142,7 +142,7 @@ impl Mapping {
             dialect: opts.dialect,
             scratch: Scratch::default(),
             kinds: vec![0; self.fields.len()],
-            check: opts.rules.map(|rules| (rules, rules.tally())),
+            check: opts.rules.map(|rules| (rules, rules.tally(2048))),
         };
         if let Some((rules, tally)) = &mut seen.check {
             rules.begin_rows(u64::from(count), tally);
