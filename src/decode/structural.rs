@@ -532,6 +532,37 @@ fn plain_number(run: &[u8]) -> Option<bool> {
     Some(!point)
 }
 
+/// `plain_number(&buf[start..start + len])`, from one 16-byte load when
+/// the run is at most 16 bytes long and the load stays inside `buf`.
+#[inline(always)]
+fn plain_number_at(buf: &[u8], start: usize, len: usize) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    if (1..=16).contains(&len) && buf.len() >= 16 && start <= buf.len() - 16 {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; the load reads
+        // `buf[start..start + 16]`, inside `buf` as checked above.
+        let (digits, points) = unsafe {
+            let v = _mm_loadu_si128(buf.as_ptr().add(start).cast::<__m128i>());
+            // A digit less '0' is 0 to 9, and no other byte is.
+            let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+            let digit = _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d);
+            let point = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8));
+            (
+                _mm_movemask_epi8(digit) as u32,
+                _mm_movemask_epi8(point) as u32,
+            )
+        };
+        let other = !digits & ((1 << len) - 1);
+        if other == 0 {
+            return Some(true);
+        }
+        // One byte is not a digit: a point, not the last byte.
+        let one_point = other & (other - 1) == 0 && other & points != 0;
+        return (one_point && other < 1 << (len - 1)).then_some(false);
+    }
+    plain_number(&buf[start..start + len])
+}
+
 /// A walk over an index from a position of it on.
 pub(crate) struct Walk<'a> {
     buf: &'a [u8],
@@ -795,7 +826,7 @@ impl Walk<'_> {
             // Digits up to the next structural byte, with at most one point
             // between two of them: the common numbers, without the
             // grammar's steps.
-            b'1'..=b'9' if let Some(integer) = plain_number(run) => {
+            b'1'..=b'9' if let Some(integer) = plain_number_at(self.buf, start, run.len()) => {
                 (run.len(), Kind::Num { integer })
             }
             b'-' | b'0'..=b'9' => match number_len(run) {
@@ -935,6 +966,36 @@ mod tests {
     /// on valid input and on thousands of corruptions of it.
     /// Numbers and near-numbers, captured and skipped, in objects and
     /// arrays, with and without blanks after them.
+    #[test]
+    fn plain_numbers_read_from_one_load_as_byte_by_byte() {
+        let alphabet = b"0123456789..-e ,";
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            // Mostly digits, so that runs of up to 16 bytes and past are
+            // plain numbers, or nearly.
+            let len = 1 + next(24);
+            let buf: Vec<u8> = (0..len)
+                .map(|_| match next(4) {
+                    0 => alphabet[next(alphabet.len())],
+                    _ => b'1' + next(9) as u8,
+                })
+                .collect();
+            for start in 0..buf.len() {
+                for end in start + 1..=buf.len() {
+                    let got = plain_number_at(&buf[..], start, end - start);
+                    let want = plain_number(&buf[start..end]);
+                    assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&buf[start..end]));
+                }
+            }
+        }
+    }
+
     #[test]
     fn numbers_are_walked_as_the_scanner_reads_them() {
         let long = "9".repeat(30);
