@@ -277,16 +277,24 @@ impl<'a> Column<'a> {
         Some((self.keys.as_deref()?, self.values.len()))
     }
 
-    /// The bits of the value at `row` of a plain 64-bit number column
-    /// (equal bits, equal values); `None` for other columns.
-    #[inline]
-    pub fn bits(&self, row: usize) -> Option<u64> {
-        match self.typed {
-            _ if self.keys.is_some() => None,
-            Typed::Int64(a) => Some(a.value(row) as u64),
-            Typed::Float64(a) => Some(a.value(row).to_bits()),
-            _ => None,
-        }
+    /// Whether some row may be null (false: none is).
+    pub fn has_nulls(&self) -> bool {
+        self.nulls
+    }
+
+    /// The values of a plain 64-bit number column, a row each, as their
+    /// bits (equal bits, equal values); `None` for other columns.
+    pub fn words(&self) -> Option<&'a [u64]> {
+        let (values, len) = match self.typed {
+            _ if self.keys.is_some() => return None,
+            Typed::Int64(a) => (a.values().as_ptr().cast::<u64>(), a.len()),
+            Typed::Float64(a) => (a.values().as_ptr().cast::<u64>(), a.len()),
+            _ => return None,
+        };
+        // SAFETY: the array's `len` values from that pointer; `i64` and
+        // `f64` have the size and alignment of `u64`, and any bits are a
+        // `u64`.
+        Some(unsafe { std::slice::from_raw_parts(values, len) })
     }
 
     pub fn cell(&self, row: usize) -> Cell<'a> {

@@ -280,84 +280,106 @@ fn write_rows(parts: &[Part], rows: usize, out: &mut Vec<u8>) {
 /// distinct values of the column, and the first row holding each; `None`
 /// for other columns. Null rows share a slot.
 fn distinct(column: &Column, rows: usize) -> Option<(Vec<u32>, Vec<usize>)> {
-    let mut picks = Vec::with_capacity(rows);
     let mut firsts = Vec::new();
-    let mut pick = |slot: &mut u32, row: usize, firsts: &mut Vec<usize>| {
+    // The slot of the value at `row`, given its entry in a table: a new
+    // one when the entry has none yet.
+    let mut pick = |slot: &mut u32, row: usize| {
         if *slot == u32::MAX {
             *slot = firsts.len() as u32;
             firsts.push(row);
         }
-        picks.push(*slot);
+        *slot
     };
-    if let Some((keys, values)) = column.dictionary() {
+    // Each loop collects from an iterator of known length (no check of
+    // the room left a row), and the one without nulls asks no row.
+    let picks = if let Some((keys, values)) = column.dictionary() {
         // The null slot comes after the dictionary's values.
         let mut slots = vec![u32::MAX; values + 1];
-        for (row, &key) in keys.iter().enumerate().take(rows) {
-            let key = if column.is_null(row) { values } else { key };
-            pick(&mut slots[key], row, &mut firsts);
+        let keys = keys.iter().take(rows).enumerate();
+        if column.has_nulls() {
+            keys.map(|(row, &key)| {
+                let key = if column.is_null(row) { values } else { key };
+                pick(&mut slots[key], row)
+            })
+            .collect()
+        } else {
+            keys.map(|(row, &key)| pick(&mut slots[key], row)).collect()
         }
-    } else if rows > 0 && column.bits(0).is_some() {
+    } else if let Some(words) = column.words().filter(|_| rows > 0) {
         let mut slots = Slots::default();
         let mut null = u32::MAX;
-        for row in 0..rows {
-            match column.bits(row) {
-                Some(bits) if !column.is_null(row) => pick(slots.get(bits), row, &mut firsts),
-                _ => pick(&mut null, row, &mut firsts),
-            }
+        let words = words.iter().take(rows).enumerate();
+        if column.has_nulls() {
+            words
+                .map(|(row, &bits)| match column.is_null(row) {
+                    true => pick(&mut null, row),
+                    false => pick(slots.get(bits), row),
+                })
+                .collect()
+        } else {
+            words
+                .map(|(row, &bits)| pick(slots.get(bits), row))
+                .collect()
         }
     } else {
         return None;
-    }
+    };
     Some((picks, firsts))
 }
 
 /// A slot per distinct 64-bit value: open addressing with linear probing,
 /// grown to keep it at most half full. Cheaper than a general map for a
-/// lookup per row.
+/// lookup per row; a key and its slot share a cache line.
 #[derive(Default)]
 struct Slots {
-    keys: Vec<u64>,
-    /// `u32::MAX` for a free entry (and for a key given no slot yet).
-    slots: Vec<u32>,
+    /// (key, slot), the slot `u32::MAX` for a free entry (and for a key
+    /// given no slot yet). The length is a power of two, or 0.
+    entries: Vec<(u64, u32)>,
     len: usize,
 }
 
 impl Slots {
     /// The slot of `key`, `u32::MAX` while it has none.
+    #[inline]
     fn get(&mut self, key: u64) -> &mut u32 {
-        if 2 * (self.len + 1) > self.keys.len() {
+        if 2 * (self.len + 1) > self.entries.len() {
             self.grow();
         }
         let at = self.find(key);
-        if self.slots[at] == u32::MAX {
-            self.keys[at] = key;
+        let entry = &mut self.entries[at];
+        if entry.1 == u32::MAX {
+            entry.0 = key;
             self.len += 1;
         }
-        &mut self.slots[at]
+        &mut entry.1
     }
 
-    /// Where `key` is, or the free entry where it goes.
+    /// Where `key` is, or the free entry where it goes (the table is not
+    /// full).
+    #[inline(always)]
     fn find(&self, key: u64) -> usize {
-        let mask = self.keys.len() - 1;
+        let mask = self.entries.len() - 1;
         // Fibonacci hashing: the top bits of the product, which depend on
         // every bit of the key (decimal fractions repeat in the low bits).
-        let shift = 64 - self.keys.len().trailing_zeros();
+        let shift = 64 - self.entries.len().trailing_zeros();
         let mut at = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize;
-        while self.slots[at] != u32::MAX && self.keys[at] != key {
-            at = (at + 1) & mask;
+        loop {
+            // SAFETY: `at` is masked to below the length, a power of two.
+            let &(k, slot) = unsafe { self.entries.get_unchecked(at & mask) };
+            if slot == u32::MAX || k == key {
+                return at & mask;
+            }
+            at += 1;
         }
-        at
     }
 
     fn grow(&mut self) {
-        let size = (self.keys.len() * 2).max(1024);
-        let keys = std::mem::replace(&mut self.keys, vec![0; size]);
-        let slots = std::mem::replace(&mut self.slots, vec![u32::MAX; size]);
-        for (key, slot) in keys.into_iter().zip(slots) {
+        let size = (self.entries.len() * 2).max(1024);
+        let old = std::mem::replace(&mut self.entries, vec![(0, u32::MAX); size]);
+        for (key, slot) in old {
             if slot != u32::MAX {
                 let at = self.find(key);
-                self.keys[at] = key;
-                self.slots[at] = slot;
+                self.entries[at] = (key, slot);
             }
         }
     }
@@ -455,6 +477,31 @@ mod tests {
     /// Whatever a batch holds, a column at a time gives exactly the rows,
     /// inferred kinds and check tally of the row path, or leaves the batch
     /// to it untouched.
+    #[test]
+    fn slots_give_each_key_one_slot_as_a_map_does() {
+        let mut slots = Slots::default();
+        let mut map = std::collections::HashMap::new();
+        // Keys that share low bits, high bits or nothing, over several
+        // growths, each asked for more than once.
+        let keys: Vec<u64> = (0..3000u64)
+            .flat_map(|i| [i, i << 40, (i as f64 * 0.01).to_bits(), u64::MAX - i % 7])
+            .collect();
+        for round in 0..2 {
+            for &key in &keys {
+                let slot = slots.get(key);
+                let next = map.len() as u32;
+                let want = *map.entry(key).or_insert(next);
+                if *slot == u32::MAX {
+                    assert_eq!(round, 0, "{key:#x} lost its slot");
+                    *slot = want;
+                }
+                assert_eq!(*slot, want, "{key:#x}");
+            }
+        }
+        assert_eq!(slots.len, map.len());
+        assert!(2 * slots.len <= slots.entries.len());
+    }
+
     #[test]
     fn columns_convert_as_rows_do() {
         let mapping = mapping();
