@@ -8,6 +8,7 @@ use clap::Parser;
 use personalize_prep::{Error, cli::Cli};
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = Cli::parse();
     match personalize_prep::run(&cli) {
         Ok(code) => ExitCode::from(code as u8),
@@ -29,5 +30,20 @@ fn main() -> ExitCode {
             eprintln!("personalize-prep: {message}");
             ExitCode::from(err.exit_code() as u8)
         }
+    }
+}
+
+/// glibc gives each thread that allocates its own arena. Our buffers are
+/// allocated by one thread and freed by another (a chunk's bytes, a row
+/// group's CSV), so memory freed in one arena sat unused while another
+/// grew: one arena held the Parquet benchmark's peak at 66 MiB against 75
+/// (median of 12 runs), with a third fewer page faults. Threads allocate
+/// once a chunk, not once a row, so they seldom wait for its lock.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes the allocator's settings, before any
+    // other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
