@@ -8,8 +8,9 @@
 //! writer: it puts chunk results back in sequence order, so rows come out in
 //! object order then offset order whatever the parallelism, and the first
 //! error in that order is the one reported. A fixed number of permits bounds
-//! the chunks in flight, so memory depends on the chunk size and thread
-//! count, never on the input size.
+//! the chunks in flight (a Parquet row group takes one per 32,768 rows, up
+//! to half of them), so memory depends on the chunk size, the row groups'
+//! size and the thread count, never on the input size.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -570,6 +571,29 @@ enum Work {
     Chunk(Decoder, Chunk),
     /// A Parquet row group; `bool`: the object's last.
     RowGroup(Arc<ParquetSource>, usize, bool),
+}
+
+/// Permits for work in flight, from its dispatch until the writer is done
+/// with it: four a thread.
+fn in_flight(cfg: &ConvertConfig) -> usize {
+    cfg.threads * 4
+}
+
+/// Rows of a row group a permit stands for.
+const ROWS_A_PERMIT: usize = 32_768;
+
+impl Work {
+    /// The permits the work takes. A chunk takes one; a row group one per
+    /// `ROWS_A_PERMIT` rows, at most half of them all, as what it becomes
+    /// (its CSV, its tally) is as large as several chunks': the memory in
+    /// flight stays bounded, while two row groups at least can be.
+    fn permits(&self, in_flight: usize) -> u32 {
+        let permits = match self {
+            Work::Chunk(..) => 1,
+            Work::RowGroup(source, group, _) => source.group_rows(*group).div_ceil(ROWS_A_PERMIT),
+        };
+        permits.clamp(1, (in_flight / 2).max(1)) as u32
+    }
 }
 
 /// Opens a Parquet object for row-group reads: local files in place, remote
@@ -1141,9 +1165,8 @@ pub(crate) fn convert_objects(
         .thread_name(|i| format!("decode-{i}"))
         .build()
         .map_err(|e| Error::usage(format!("cannot start {} threads: {e}", cfg.threads)))?;
-    let in_flight = cfg.threads * 4;
-    let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(in_flight);
-    let (done_tx, done_rx) = mpsc::channel::<(u64, Done)>();
+    let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(in_flight(cfg));
+    let (done_tx, done_rx) = mpsc::channel::<(u64, u32, Done)>();
 
     let mut stats = WriterStats::default();
     let rejects = RejectSink {
@@ -1240,7 +1263,7 @@ fn read_all(
     prefetch: &mut Prefetch,
     pool: &rayon::ThreadPool,
     permits: &mpsc::SyncSender<()>,
-    done: &mpsc::Sender<(u64, Done)>,
+    done: &mpsc::Sender<(u64, u32, Done)>,
 ) {
     let Run {
         cfg,
@@ -1256,6 +1279,7 @@ fn read_all(
         let json = None;
         let _ = done.send((
             seq,
+            1,
             Done::Failed {
                 object,
                 error,
@@ -1264,8 +1288,11 @@ fn read_all(
         ));
     };
     let dispatch = |seq: u64, index: usize, work: Work, decompressed: bool| {
-        if permits.send(()).is_err() {
-            return false;
+        let taken = work.permits(in_flight(cfg));
+        for _ in 0..taken {
+            if permits.send(()).is_err() {
+                return false;
+            }
         }
         let mapping = Arc::clone(mapping.get().expect("resolved before dispatch"));
         // The output check runs in the workers, over the rows they write.
@@ -1280,7 +1307,7 @@ fn read_all(
                 rules: rules.as_deref(),
             };
             let out = convert_work(&mapping, index, &name, work, decompressed, opts);
-            let _ = done.send((seq, out));
+            let _ = done.send((seq, taken, out));
         });
         true
     };
@@ -1702,14 +1729,14 @@ impl Run<'_> {
 /// The writer: results back in sequence order, rows to the CSV.
 fn write_all(
     run: &Run,
-    done: mpsc::Receiver<(u64, Done)>,
+    done: mpsc::Receiver<(u64, u32, Done)>,
     permits: mpsc::Receiver<()>,
     out: &mut Outputs,
     stats: &mut WriterStats,
     progress: &Progress,
 ) -> Result<()> {
     let (mapping, objects) = (run.mapping, run.objects);
-    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, (u32, Done)> = BTreeMap::new();
     let mut next = 0u64;
     // A record cut at a guessed chunk end: it and the next chunk are
     // converted again together, and what the next chunk's worker made of
@@ -1718,11 +1745,13 @@ fn write_all(
     // Records of the current object before the current chunk, so that an
     // error can give the record's number within its object.
     let mut object_records = 0u64;
-    for (seq, item) in done.iter() {
-        pending.insert(seq, item);
-        while let Some(item) = pending.remove(&next) {
+    for (seq, taken, item) in done.iter() {
+        pending.insert(seq, (taken, item));
+        while let Some((taken, item)) = pending.remove(&next) {
             next += 1;
-            let _ = permits.recv();
+            for _ in 0..taken {
+                let _ = permits.recv();
+            }
             let item = match (cut.take(), item) {
                 (None, item) => item,
                 // Reading the next chunk failed: that is the error to report.
@@ -1815,4 +1844,51 @@ fn write_all(
         });
     }
     out.rejects.check(stats, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row group takes a permit per 32,768 rows, at most half of all;
+    /// a chunk takes one.
+    #[test]
+    fn work_takes_permits_by_its_size() {
+        use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::properties::WriterProperties;
+
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..200_000));
+        let batch = RecordBatch::try_from_iter([("id", ids)]).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        // Row groups of 131,072, then 65,536, then 3,392 rows.
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(131_072))
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(file.reopen().unwrap(), batch.schema(), Some(props)).unwrap();
+        writer.write(&batch.slice(0, 131_072)).unwrap();
+        writer.flush().unwrap();
+        writer.write(&batch.slice(131_072, 65_536)).unwrap();
+        writer.flush().unwrap();
+        writer.write(&batch.slice(196_608, 3_392)).unwrap();
+        writer.close().unwrap();
+        let source = Arc::new(ParquetSource::open(file.path().to_path_buf(), None).unwrap());
+        assert_eq!(source.row_groups(), 3);
+        let permits = |group: usize, in_flight: usize| {
+            Work::RowGroup(Arc::clone(&source), group, false).permits(in_flight)
+        };
+        assert_eq!([permits(0, 16), permits(1, 16), permits(2, 16)], [4, 2, 1]);
+        // Two row groups can always be in flight.
+        assert_eq!([permits(0, 8), permits(0, 4), permits(1, 2)], [4, 2, 1]);
+        let chunk = Chunk {
+            bytes: b"{}".to_vec(),
+            base: 0,
+            top: crate::decode::json::Top::Between,
+            last: true,
+            guessed: false,
+            end_top: crate::decode::json::Top::Between,
+        };
+        assert_eq!(Work::Chunk(Decoder::Json, chunk).permits(16), 1);
+    }
 }

@@ -77,6 +77,12 @@ impl ParquetSource {
         self.metadata.metadata().num_row_groups()
     }
 
+    /// The rows of row group `group`.
+    pub fn group_rows(&self, group: usize) -> usize {
+        let rows = self.metadata.metadata().row_group(group).num_rows();
+        usize::try_from(rows).unwrap_or(0)
+    }
+
     /// Top-level column names, and every path (nested ones dotted).
     pub fn names(&self) -> (Vec<String>, Vec<String>) {
         let fields = self.metadata.schema().fields();
