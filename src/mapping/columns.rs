@@ -28,6 +28,13 @@ struct Part {
 /// The longest text, separators included, that a `Texts::Short` holds.
 const WIDTH: usize = 32;
 
+/// A part's short texts picked by slot, checked for `write_short_rows`.
+struct Short<'a> {
+    padded: &'a [[u8; WIDTH]],
+    lens: &'a [u8],
+    picks: &'a [u32],
+}
+
 /// A field's encoded texts, each with the separators around it in the row
 /// (a comma before all but the first field, a line break after the last).
 enum Texts {
@@ -79,6 +86,24 @@ impl Part {
             Texts::Long(joined, joined_ends, longest)
         };
         Part { texts, rows }
+    }
+
+    /// This part's padded texts, their lengths and each row's pick, when
+    /// its texts are short and picked by slot, every pick names a text and
+    /// there is one for each of `rows` rows.
+    fn short(&self, rows: usize) -> Option<Short<'_>> {
+        let (Texts::Short(padded, lens), Some(picks)) = (&self.texts, &self.rows) else {
+            return None;
+        };
+        let picks = picks.get(..rows)?;
+        let count = padded.len().min(lens.len());
+        // The largest pick: a pass that vectorises, instead of a check a row.
+        let named = picks.iter().fold(0, |m, &t| m.max(t)) < count as u32 || rows == 0;
+        named.then_some(Short {
+            padded,
+            lens,
+            picks,
+        })
     }
 
     /// The most bytes a row's text takes in `write_rows`.
@@ -256,6 +281,13 @@ impl Mapping {
 /// into room for the most the block can take, most texts as one
 /// fixed-size copy.
 fn write_rows(parts: &[Part], rows: usize, out: &mut Vec<u8>) {
+    if let Some(short) = parts
+        .iter()
+        .map(|p| p.short(rows))
+        .collect::<Option<Vec<_>>>()
+    {
+        return write_short_rows(&short, rows, out);
+    }
     let room: usize = parts.iter().map(Part::room).sum();
     // About 1 MiB of room a block.
     let block = ((1 << 20) / room.max(1)).clamp(1, 4096);
@@ -268,6 +300,38 @@ fn write_rows(parts: &[Part], rows: usize, out: &mut Vec<u8>) {
         for row in first..end {
             for part in parts {
                 at = part.put(row, spare, at);
+            }
+        }
+        // SAFETY: the `at` bytes past the length were written just above,
+        // one text after another from the first.
+        unsafe { out.set_len(len + at) };
+    }
+}
+
+/// `write_rows` where every part is a `Short` one picked by slot (`Part::short`):
+/// one fixed-size copy and a length a field, without a bounds check.
+fn write_short_rows(parts: &[Short], rows: usize, out: &mut Vec<u8>) {
+    // About 1 MiB of room a block.
+    let room = WIDTH * parts.len().max(1);
+    let block = ((1 << 20) / room).clamp(1, 4096);
+    for first in (0..rows).step_by(block) {
+        let end = rows.min(first + block);
+        let len = out.len();
+        out.reserve((end - first) * room);
+        let spare = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let mut at = 0;
+        for row in first..end {
+            for part in parts {
+                // SAFETY: `Part::short` found `row` below the picks' length
+                // and every pick below the texts' (and lengths') count;
+                // `at` stays within the room reserved above, `WIDTH` a
+                // field, as a text is never longer.
+                unsafe {
+                    let t = *part.picks.get_unchecked(row) as usize;
+                    let text = part.padded.get_unchecked(t);
+                    std::ptr::copy_nonoverlapping(text.as_ptr(), spare.add(at), WIDTH);
+                    at += usize::from(*part.lens.get_unchecked(t));
+                }
             }
         }
         // SAFETY: the `at` bytes past the length were written just above,
@@ -477,6 +541,26 @@ mod tests {
     /// Whatever a batch holds, a column at a time gives exactly the rows,
     /// inferred kinds and check tally of the row path, or leaves the batch
     /// to it untouched.
+    #[test]
+    fn only_parts_whose_picks_name_their_texts_are_written_unchecked() {
+        // Two texts, "a" and "bc".
+        let part = |picks: Vec<u32>| Part::new(b"abc".to_vec(), vec![1, 3], Some(picks), (0, 1));
+        assert!(part(vec![0, 1, 1]).short(3).is_some());
+        assert!(
+            part(vec![0, 2, 1]).short(3).is_none(),
+            "a pick past the texts"
+        );
+        assert!(part(vec![0, 1]).short(3).is_none(), "fewer picks than rows");
+        assert!(part(vec![]).short(0).is_some());
+        let mut out = Vec::new();
+        let (a, b) = (part(vec![1, 0]), part(vec![0, 0]));
+        write_rows(&[a, b], 2, &mut out);
+        assert_eq!(out, b"bc\na\na\na\n");
+        // Texts one per row are not padded: the checked path writes them.
+        let long = Part::new(b"abc".to_vec(), vec![1, 3], None, (0, 1));
+        assert!(long.short(2).is_none());
+    }
+
     #[test]
     fn slots_give_each_key_one_slot_as_a_map_does() {
         let mut slots = Slots::default();
