@@ -369,6 +369,15 @@ impl RowRules {
         clean.then_some(passed)
     }
 
+    /// Makes room at once for `distinct` more users when column `col` holds
+    /// user ids, about to be counted a distinct value at a time: the
+    /// table is sized once, not doubled and rehashed up to its size.
+    pub(crate) fn expect(&self, col: usize, distinct: usize, tally: &mut Tally) {
+        if self.roles[col] == Role::UserId {
+            tally.stats.per_user.reserve(distinct);
+        }
+    }
+
     /// Counts `n` values `text` that `judge` passed in column `col`.
     #[inline]
     pub(crate) fn count(&self, col: usize, text: &str, passed: Passed, n: u64, tally: &mut Tally) {
@@ -1230,7 +1239,20 @@ impl UserCounts {
     }
 
     fn grow(&mut self) {
-        let old = std::mem::replace(self, UserCounts::with_capacity(self.slots.len().max(8)));
+        self.resize(self.slots.len().max(8));
+    }
+
+    /// Room for `more` users besides those counted, without growing.
+    fn reserve(&mut self, more: usize) {
+        let users = self.len + more;
+        if users * 2 > self.slots.len() {
+            self.resize(users);
+        }
+    }
+
+    /// The counts moved into a table with room for `users`.
+    fn resize(&mut self, users: usize) {
+        let old = std::mem::replace(self, UserCounts::with_capacity(users));
         for (hash, n) in old.iter() {
             self.add(hash, n, usize::MAX);
         }
@@ -1484,6 +1506,15 @@ mod tests {
             let n = round % 4 + 1;
             assert!(table.add(hash, n, usize::MAX));
             *map.entry(hash.max(1)).or_insert(0) += n;
+            if round % 5_000 == 0 {
+                // Room made ahead keeps every count: none when the users
+                // fit, at once when they do not.
+                let (slots, free) = (table.slots.len(), table.slots.len() / 2 - table.len());
+                table.reserve(free);
+                assert_eq!(table.slots.len(), slots);
+                table.reserve(free + 1);
+                assert!(table.slots.len() >= 2 * (table.len() + free + 1));
+            }
         }
         let mut got: Vec<_> = table.iter().collect();
         got.sort();

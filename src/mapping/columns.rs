@@ -221,6 +221,9 @@ impl Mapping {
         for &s in &picks {
             counts[s as usize] += 1;
         }
+        if let Some((rules, tally)) = &mut seen.check {
+            rules.expect(i, firsts.len(), tally);
+        }
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(firsts.len());
         for (&row, &count) in firsts.iter().zip(&counts) {
