@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 
 use crate::config::{ConvertConfig, CsvDest, Target};
 use crate::decode::csv::{self, Header};
-use crate::decode::json::{Scanner, Selector};
+use crate::decode::json::{Scanner, Selector, Splitter};
 use crate::decode::parquet::ParquetSource;
 use crate::decode::{self, Boundaries, Chunk, ChunkReader, Compression, Format};
 use crate::error::{Error, Result};
@@ -1676,7 +1676,20 @@ struct Run<'a> {
 impl Run<'_> {
     /// The record cut at the end of `start`'s chunk joined to the next
     /// chunk (which `item` brings back), converted again.
-    fn rejoin(&self, start: Chunk, item: Done) -> Result<Done> {
+    /// `start`, a record cut at a guessed chunk end, joined to the next
+    /// chunk (`item`'s) and converted. `scan`: the record's bytes so far
+    /// read by `Splitter::value_end`, when an earlier join already did.
+    /// While the record does not end in the next chunk either (one longer
+    /// than chunks, or broken so that it never ends by bracket balance),
+    /// converting the two would give nothing but this cut record again:
+    /// they are joined without it, and the state comes back, so that each
+    /// byte of a long record is read once, not once a chunk.
+    fn rejoin(
+        &self,
+        start: Chunk,
+        scan: Option<Splitter>,
+        item: Done,
+    ) -> Result<(Done, Option<Splitter>)> {
         let (object, json) = match item {
             Done::Rows { object, json, .. } | Done::Failed { object, json, .. } => (object, json),
         };
@@ -1697,12 +1710,19 @@ impl Run<'_> {
                 source: decode::record_too_large(),
             });
         }
-        let mut bytes = start.bytes;
+        let mut scan = scan.unwrap_or_else(|| {
+            let mut scan = Splitter::default();
+            // The cut record has not ended in its own chunk.
+            let _ = scan.value_end(&start.bytes);
+            scan
+        });
+        let carry_on = next.guessed && !next.last && scan.value_end(&next.bytes).is_none();
+        let (top, mut bytes) = (start.top, start.bytes);
         bytes.extend_from_slice(&next.bytes);
         let joined = Chunk {
             bytes,
             base: start.base,
-            top: start.top,
+            top,
             last: next.last,
             guessed: next.guessed,
             end_top: next.end_top,
@@ -1714,15 +1734,18 @@ impl Run<'_> {
             skip: self.cfg.skip,
             rules: rules.as_deref(),
         };
+        if carry_on {
+            let done = Done::Rows {
+                object,
+                converted: Box::new(mapping.carried(top, opts)),
+                last: false,
+                json: Some((joined, decompressed)),
+            };
+            return Ok((done, Some(scan)));
+        }
         let work = Work::Chunk(Decoder::Json, joined);
-        Ok(convert_work(
-            mapping,
-            object,
-            name,
-            work,
-            decompressed,
-            opts,
-        ))
+        let done = convert_work(mapping, object, name, work, decompressed, opts);
+        Ok((done, None))
     }
 }
 
@@ -1742,6 +1765,9 @@ fn write_all(
     // converted again together, and what the next chunk's worker made of
     // its broken start is dropped.
     let mut cut: Option<Chunk> = None;
+    // The cut record's bytes as read so far, when it was carried on
+    // without being converted (`Run::rejoin`).
+    let mut scan: Option<Splitter> = None;
     // Records of the current object before the current chunk, so that an
     // error can give the record's number within its object.
     let mut object_records = 0u64;
@@ -1761,7 +1787,11 @@ fn write_all(
                         json: None, error, ..
                     },
                 ) => return Err(error),
-                (Some(start), item) => run.rejoin(start, item)?,
+                (Some(start), item) => {
+                    let (item, carried) = run.rejoin(start, scan.take(), item)?;
+                    scan = carried;
+                    item
+                }
             };
             match item {
                 Done::Failed { object, error, .. } => {
@@ -1782,15 +1812,21 @@ fn write_all(
                     last,
                     json,
                 } => {
-                    if let (Some((at, top)), Some((chunk, _))) = (converted.tail, &json) {
+                    if let (Some((at, top)), Some((chunk, _))) = (converted.tail, json) {
+                        // The chunk's bytes from the cut on, not copied
+                        // whole again when a long record is carried on.
+                        let mut bytes = chunk.bytes;
+                        bytes.drain(..at);
                         cut = Some(Chunk {
-                            bytes: chunk.bytes[at..].to_vec(),
+                            bytes,
                             base: chunk.base + at as u64,
                             top,
                             last: false,
                             guessed: true,
                             end_top: chunk.end_top,
                         });
+                    } else {
+                        scan = None;
                     }
                     if !stats.header_written {
                         let m = mapping.get().expect("resolved before any chunk");

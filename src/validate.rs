@@ -294,9 +294,9 @@ impl RowRules {
         }
     }
 
-    /// An empty tally for a stretch of rows of this run.
-    /// An empty tally with room for about `users` users (at least 64, at
-    /// most 8,192: past that the table grows as it fills).
+    /// An empty tally for a stretch of rows of this run, with room for
+    /// about `users` users (at least 64, at most 8,192: past that the
+    /// table grows as it fills).
     pub(crate) fn tally(&self, users: usize) -> Tally {
         let mut tally = Tally::default();
         tally.stats.users = Distinct::below(self.bounds[0].load(Ordering::Relaxed));

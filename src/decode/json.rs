@@ -1164,7 +1164,21 @@ impl Splitter {
     /// The length of the first complete value in `bytes` (which start one),
     /// by bracket balance only.
     pub fn first_end(mut self, bytes: &[u8]) -> Option<usize> {
-        let mut depth = 0u32;
+        self.depth = 0;
+        self.end_in(bytes, true)
+    }
+
+    /// `first_end` of a value whose bytes come in pieces, this call's
+    /// piece continuing the previous ones (the state starts at a value's
+    /// start): where the value ends in `bytes`, or `None` when it does not
+    /// end in them. Where `first_end` would give up on a close with
+    /// nothing open, this reads on: it may find an end that `first_end`
+    /// would not, never miss one that it finds.
+    pub fn value_end(&mut self, bytes: &[u8]) -> Option<usize> {
+        self.end_in(bytes, false)
+    }
+
+    fn end_in(&mut self, bytes: &[u8], strict: bool) -> Option<usize> {
         for (i, &b) in bytes.iter().enumerate() {
             if self.in_string {
                 if self.escape {
@@ -1178,10 +1192,11 @@ impl Splitter {
             }
             match b {
                 b'"' => self.in_string = true,
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
-                    depth = depth.checked_sub(1)?;
-                    if depth == 0 {
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' if self.depth == 0 && strict => return None,
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
                         return Some(i + 1);
                     }
                 }

@@ -1163,6 +1163,15 @@ impl Mapping {
     /// Decodes a chunk of JSON records and converts each into a CSV row. A
     /// bad record ends the chunk with an error naming its origin, or with
     /// `skip` is set aside and the scanner resynchronises after it.
+    /// What `convert_json` gives a guessed chunk that holds nothing but
+    /// the start of one record, at its beginning, in the top-level state
+    /// `top`: no rows, and that record to read again with the next chunk.
+    pub(crate) fn carried(&self, top: json::Top, opts: RowOptions) -> Converted {
+        let mut done = Converted::new(self.fields.len(), 0, opts);
+        done.tail = Some((0, top));
+        done
+    }
+
     pub(crate) fn convert_json(
         &self,
         chunk: &Chunk,

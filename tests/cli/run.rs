@@ -837,6 +837,71 @@ fn guessed_chunk_ends_change_nothing(first: bool) {
 }
 
 #[test]
+fn a_record_that_never_closes_is_read_as_in_one_chunk() {
+    // A quote missing in a record near the start of a run's one object:
+    // by bracket balance that record never ends, so every guessed chunk
+    // end after it looks like a cut record. Carried on from chunk to
+    // chunk, it must come out as when the object is read whole.
+    const ROWS_AFTER_BROKEN: usize = 119;
+    let wd = Workdir::new();
+    let mut body = String::new();
+    for i in 0..120 {
+        if i == 5 {
+            body.push_str(r#"{"user_id":"u5,"item_id":"broken","ts":1600000005}"#);
+            continue;
+        }
+        // Before it, text that makes guessed chunk ends wrong; after it,
+        // no bracket in any text, so that the broken record never ends.
+        let note = if i < 5 { r#"a }{ \" b"# } else { "plain" };
+        body.push_str(&format!(
+            r#"{{"user_id":"u{}","item_id":"i{i}","ts":{},"note":"{note}"}}"#,
+            i % 7,
+            1_600_000_000 + i
+        ));
+        body.push('\n');
+    }
+    wd.write("input/a.json", body);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "input",
+            "--map",
+            "TIMESTAMP=ts",
+            "--on-error",
+            "skip",
+            "--rejects",
+            "rejects.ndjson",
+            "-o",
+            "-",
+            "-q",
+        ];
+        args.extend(extra);
+        let run = wd.run(&args);
+        run.assert_code(0);
+        (run.stdout_text(), wd.read("rejects.ndjson"))
+    };
+    let whole = run(&[]);
+    assert_eq!(
+        whole.0.lines().count(),
+        1 + ROWS_AFTER_BROKEN,
+        "{}",
+        whole.0
+    );
+    assert_eq!(whole.1.lines().count(), 1, "{}", whole.1);
+    for size in ["1", "50", "200", "1000"] {
+        for threads in ["1", "2"] {
+            let got = run(&["--chunk-bytes", size, "--threads", threads]);
+            assert!(
+                got == whole,
+                "chunk bytes {size}, threads {threads}:\n{}\n{}",
+                got.0,
+                got.1
+            );
+        }
+    }
+}
+
+#[test]
 fn a_field_inferred_as_a_number_is_not_held_to_the_string_limits() {
     // The workers check rows before types are settled; a field that ends
     // up a number must not keep the string rules' findings.
