@@ -928,6 +928,17 @@ mod tests {
     use super::*;
     use crate::decode::json::{Scanner, SyntaxError};
 
+    /// Pseudo-random numbers below the bound asked for (xorshift).
+    fn below(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut x = seed;
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        }
+    }
+
     /// Everything a scanner reports over a buffer, resynchronising after
     /// each error as decoding does.
     fn reading(buf: &[u8], top: Top, index: Option<Index>) -> Vec<String> {
@@ -969,13 +980,7 @@ mod tests {
     #[test]
     fn plain_numbers_read_from_one_load_as_byte_by_byte() {
         let alphabet = b"0123456789..-e ,";
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut next = below(0x2545_F491_4F6C_DD1Du64);
         for _ in 0..20_000 {
             // Mostly digits, so that runs of up to 16 bytes and past are
             // plain numbers, or nearly.
@@ -1031,13 +1036,7 @@ mod tests {
             br#"{"b\\n":1,"b\n":2}{"b\n":3}{"b\u005cn":[4]}"#,
         ];
         let noise = b"{}[]\\\",:0-1eE.tfnu \n\t\x01\xff\xc3";
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut next = below(0x2545_F491_4F6C_DD1Du64);
         for round in 0..6000 {
             let mut input = seeds[round % seeds.len()].to_vec();
             if round >= seeds.len() {
@@ -1080,13 +1079,7 @@ mod tests {
             b"[[1],[2],{\"a\":[{},{}]}]\n[{\"c\":\"],[\"},{\"d\":1}]",
         ];
         let noise = b"{}[]\\\\\\\"\",: a\n";
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut next = below(0x9E37_79B9_7F4A_7C15u64);
         for round in 0..4000 {
             let mut input = seeds[round % seeds.len()].to_vec();
             for _ in 0..1 + next(4) {

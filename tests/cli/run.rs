@@ -800,25 +800,7 @@ fn guessed_chunk_ends_change_nothing(first: bool) {
         body.push_str(&record(i));
     }
     wd.write("input/b.json", body);
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "convert",
-            "input",
-            "--map",
-            "TIMESTAMP=ts",
-            "--on-error",
-            "skip",
-            "--rejects",
-            "rejects.ndjson",
-            "-o",
-            "-",
-            "-q",
-        ];
-        args.extend(extra);
-        let run = wd.run(&args);
-        run.assert_code(0);
-        (run.stdout_text(), wd.read("rejects.ndjson"))
-    };
+    let run = |extra: &[&str]| skipping(&wd, extra);
     let (rows, rejects) = run(&[]);
     assert_eq!(rows.lines().count(), 1 + usize::from(!first) + 140);
     assert!(!rows.contains("FAKE"), "{rows}");
@@ -834,6 +816,28 @@ fn guessed_chunk_ends_change_nothing(first: bool) {
             );
         }
     }
+}
+
+/// Rows and rejects of `convert input` with bad records skipped, and
+/// `extra` arguments.
+fn skipping(wd: &Workdir, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
+        "convert",
+        "input",
+        "--map",
+        "TIMESTAMP=ts",
+        "--on-error",
+        "skip",
+        "--rejects",
+        "rejects.ndjson",
+        "-o",
+        "-",
+        "-q",
+    ];
+    args.extend(extra);
+    let run = wd.run(&args);
+    run.assert_code(0);
+    (run.stdout_text(), wd.read("rejects.ndjson"))
 }
 
 #[test]
@@ -861,25 +865,7 @@ fn a_record_that_never_closes_is_read_as_in_one_chunk() {
         body.push('\n');
     }
     wd.write("input/a.json", body);
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "convert",
-            "input",
-            "--map",
-            "TIMESTAMP=ts",
-            "--on-error",
-            "skip",
-            "--rejects",
-            "rejects.ndjson",
-            "-o",
-            "-",
-            "-q",
-        ];
-        args.extend(extra);
-        let run = wd.run(&args);
-        run.assert_code(0);
-        (run.stdout_text(), wd.read("rejects.ndjson"))
-    };
+    let run = |extra: &[&str]| skipping(&wd, extra);
     let whole = run(&[]);
     assert_eq!(
         whole.0.lines().count(),
