@@ -1674,16 +1674,15 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// The record cut at the end of `start`'s chunk joined to the next
-    /// chunk (which `item` brings back), converted again.
     /// `start`, a record cut at a guessed chunk end, joined to the next
-    /// chunk (`item`'s) and converted. `scan`: the record's bytes so far
-    /// read by `Splitter::value_end`, when an earlier join already did.
-    /// While the record does not end in the next chunk either (one longer
-    /// than chunks, or broken so that it never ends by bracket balance),
-    /// converting the two would give nothing but this cut record again:
-    /// they are joined without it, and the state comes back, so that each
-    /// byte of a long record is read once, not once a chunk.
+    /// chunk (which `item` brings back) and converted again. `scan`: the
+    /// record's bytes so far as `Splitter::value_end` read them, when an
+    /// earlier join did. While the record does not end in the next chunk
+    /// either (one longer than chunks, or broken so that it never ends by
+    /// bracket balance), converting the two would give nothing but this
+    /// cut record again: they are joined without converting, and the
+    /// state comes back, so that each byte of a long record is read once,
+    /// not once a chunk.
     fn rejoin(
         &self,
         start: Chunk,
