@@ -97,7 +97,7 @@ impl Part {
         };
         let picks = picks.get(..rows)?;
         let count = padded.len().min(lens.len());
-        // The largest pick: a pass that vectorises, instead of a check a row.
+        // The largest pick, in one pass, instead of a check a row and part.
         let named = picks.iter().fold(0, |m, &t| m.max(t)) < count as u32 || rows == 0;
         named.then_some(Short {
             padded,
