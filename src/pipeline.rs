@@ -643,13 +643,13 @@ struct ObjectReader<'a> {
 }
 
 impl<'a> ObjectReader<'a> {
-    fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig, guess: bool) -> Self {
+    fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig) -> Self {
         let boundaries = Boundaries::for_format(opened.format, opened.delimiter);
         ObjectReader {
             object,
             format: opened.format,
             decompressed: opened.compression != Compression::None,
-            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries).guessing(guess),
+            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
             decoder: None,
             delimiter: opened.delimiter,
         }
@@ -833,7 +833,7 @@ pub fn dry_run(cfg: &ConvertConfig, out: &mut dyn Write) -> Result<()> {
             let (keys, paths) = source.names();
             first = Some((object.name.clone(), 0, FirstRecord { keys, paths }));
         } else if first.is_none() {
-            let mut reader = ObjectReader::new(object, opened, cfg, false);
+            let mut reader = ObjectReader::new(object, opened, cfg);
             while let Some((decoder, chunk)) = reader.next_chunk()? {
                 if let Ok(Some(rec)) = first_record(&decoder, &chunk, cfg.skip) {
                     first = Some((object.name.clone(), chunk.base, rec));
@@ -974,7 +974,7 @@ pub(crate) fn scan_records(
             continue;
         }
         let decompressed = opened.compression != Compression::None;
-        let mut reader = ObjectReader::new(object, opened, cfg, false);
+        let mut reader = ObjectReader::new(object, opened, cfg);
         while left > 0 {
             let Some((decoder, chunk)) = reader.next_chunk()? else {
                 break;
@@ -1357,12 +1357,12 @@ fn read_all(
         let decompressed = opened.compression != Compression::None;
         // Boundaries are guessed once the mapping is known (the first
         // record is read from an exactly cut chunk), from then on.
-        let mut guessing = mapping.get().is_some();
-        let mut reader = ObjectReader::new(object, opened, cfg, guessing);
+        let mut reader = ObjectReader::new(object, opened, cfg);
+        let mut guessing = false;
         loop {
             if !guessing && mapping.get().is_some() {
-                // The run's first record is read: the rest of this object
-                // need not be cut exactly either.
+                // The run's first record is read (before this object, or
+                // from its first chunk): the rest need not be cut exactly.
                 reader.reader.guess_from_now();
                 guessing = true;
             }
@@ -1425,7 +1425,7 @@ pub(crate) fn resolve_on(cfg: &ConvertConfig, io: &Io, objects: &[Object]) -> Re
             let (keys, paths) = source.names();
             return resolve(cfg, Some((&object.name, 0, &FirstRecord { keys, paths })));
         }
-        let mut reader = ObjectReader::new(object, opened, cfg, false);
+        let mut reader = ObjectReader::new(object, opened, cfg);
         while let Some((decoder, chunk)) = reader.next_chunk()? {
             match first_record(&decoder, &chunk, cfg.skip) {
                 Ok(Some(first)) => return resolve(cfg, Some((&object.name, chunk.base, &first))),
@@ -1762,11 +1762,9 @@ fn write_all(
     let mut next = 0u64;
     // A record cut at a guessed chunk end: it and the next chunk are
     // converted again together, and what the next chunk's worker made of
-    // its broken start is dropped.
-    let mut cut: Option<Chunk> = None;
-    // The cut record's bytes as read so far, when it was carried on
-    // without being converted (`Run::rejoin`).
-    let mut scan: Option<Splitter> = None;
+    // its broken start is dropped. With it, its bytes as read so far when
+    // it was carried on without being converted (`Run::rejoin`).
+    let mut cut: Option<(Chunk, Option<Splitter>)> = None;
     // Records of the current object before the current chunk, so that an
     // error can give the record's number within its object.
     let mut object_records = 0u64;
@@ -1777,8 +1775,8 @@ fn write_all(
             for _ in 0..taken {
                 let _ = permits.recv();
             }
-            let item = match (cut.take(), item) {
-                (None, item) => item,
+            let (item, carried) = match (cut.take(), item) {
+                (None, item) => (item, None),
                 // Reading the next chunk failed: that is the error to report.
                 (
                     Some(_),
@@ -1786,11 +1784,7 @@ fn write_all(
                         json: None, error, ..
                     },
                 ) => return Err(error),
-                (Some(start), item) => {
-                    let (item, carried) = run.rejoin(start, scan.take(), item)?;
-                    scan = carried;
-                    item
-                }
+                (Some((start, scan)), item) => run.rejoin(start, scan, item)?,
             };
             match item {
                 Done::Failed { object, error, .. } => {
@@ -1816,16 +1810,15 @@ fn write_all(
                         // whole again when a long record is carried on.
                         let mut bytes = chunk.bytes;
                         bytes.drain(..at);
-                        cut = Some(Chunk {
+                        let start = Chunk {
                             bytes,
                             base: chunk.base + at as u64,
                             top,
                             last: false,
                             guessed: true,
                             end_top: chunk.end_top,
-                        });
-                    } else {
-                        scan = None;
+                        };
+                        cut = Some((start, carried));
                     }
                     if !stats.header_written {
                         let m = mapping.get().expect("resolved before any chunk");

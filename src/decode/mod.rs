@@ -281,16 +281,10 @@ impl<R: Read> ChunkReader<R> {
         }
     }
 
-    /// Guess JSON boundaries (`Boundaries::Guess`) when the stream starts
-    /// with an object.
-    pub fn guessing(mut self, guess: bool) -> Self {
-        self.guess = guess;
-        self
-    }
-
-    /// Guess JSON boundaries from the next chunk on, when the stream
-    /// starts with an object: the first chunk was cut exactly so that its
-    /// first record could be read, which needs doing only once a run.
+    /// Guess JSON boundaries (`Boundaries::Guess`) from the next chunk on,
+    /// when the stream starts with an object. Until told, chunks are cut
+    /// exactly, so that the run's first record can be read from the first
+    /// one.
     pub fn guess_from_now(&mut self) {
         self.guess = true;
         if self.chosen && self.objects {
