@@ -344,11 +344,17 @@ impl RowRules {
 
     /// Checks the value in column `col` (`""` for an empty field) of the
     /// row on `line`.
+    #[inline]
     pub(crate) fn value(&self, col: usize, text: &str, tally: &mut Tally, line: u64) {
-        if let Some(passed) = self.quick(col, text) {
-            self.count(col, text, passed, 1, tally);
-            return;
+        match self.quick(col, text) {
+            Some(passed) => self.count(col, text, passed, 1, tally),
+            None => self.judge_value(col, text, tally, line),
         }
+    }
+
+    /// `value` for a value that `quick` could not pass.
+    #[inline(never)]
+    fn judge_value(&self, col: usize, text: &str, tally: &mut Tally, line: u64) {
         let out = &mut tally.findings;
         let passed = self.judge(col, text, |rule, severity, message| {
             let at = Location {
@@ -379,7 +385,7 @@ impl RowRules {
     }
 
     /// Counts `n` values `text` that `judge` passed in column `col`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn count(&self, col: usize, text: &str, passed: Passed, n: u64, tally: &mut Tally) {
         if text.is_empty() {
             return;
@@ -420,7 +426,10 @@ impl RowRules {
         }
         match self.roles[col] {
             Role::Timestamp | Role::CreationTimestamp => {
-                let t = text.parse::<i64>().ok()?;
+                let t = match plain_digits(text.as_bytes()) {
+                    Some(t) => t,
+                    None => text.parse::<i64>().ok()?,
+                };
                 (t.unsigned_abs() < MILLISECONDS).then_some(Passed {
                     typed: true,
                     long: Some(t),
@@ -540,6 +549,48 @@ impl RowRules {
 
 /// Epoch seconds this large are taken for milliseconds (the year 5138).
 const MILLISECONDS: u64 = 100_000_000_000;
+
+/// The number that 1 to 16 ASCII digits spell, as `parse::<i64>` reads
+/// them, eight at a time; `None` for any other text (a sign, more digits:
+/// `parse` then reads it). A timestamp's form, read once a row.
+#[inline(always)]
+fn plain_digits(text: &[u8]) -> Option<i64> {
+    /// Whether the eight bytes of `w` are all ASCII digits (simdjson's
+    /// test: a carry out of a byte only comes from one that fails it).
+    fn eight_digits(w: u64) -> bool {
+        const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+        (w & HIGH) | (((w.wrapping_add(0x0606_0606_0606_0606)) & HIGH) >> 4)
+            == 0x3333_3333_3333_3333
+    }
+    /// The number eight digits spell, the first byte the most significant.
+    fn eight_value(w: u64) -> u64 {
+        let w = ((w & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561)) >> 8;
+        let w = ((w & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601)) >> 16;
+        ((w & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001)) >> 32
+    }
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
+    let mut n = 0u64;
+    let mut rest = text;
+    if let Some((head, tail)) = rest.split_first_chunk::<8>() {
+        let w = u64::from_le_bytes(*head);
+        if !eight_digits(w) {
+            return None;
+        }
+        n = eight_value(w);
+        rest = tail;
+    }
+    for &b in rest {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    // At most 16 digits: below 10^16, well inside an i64.
+    Some(n as i64)
+}
 
 /// A value as the rules saw it, for `RowRules::count`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -1487,6 +1538,38 @@ mod tests {
         let report = run(&csv, ImportMode::Incremental, Limits::default());
         assert_eq!(rules(&report), ["event-types-max"]);
         assert_eq!(report.errors(), 1);
+    }
+
+    /// Plain digits read eight at a time as `parse` reads them, and every
+    /// other text left to `parse`.
+    #[test]
+    fn plain_digits_read_as_parse_reads_them() {
+        let alphabet = b"0123456789+-. a/:\xff";
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..200_000 {
+            let len = next(20);
+            let text: Vec<u8> = (0..len)
+                .map(|_| match next(8) {
+                    0 => alphabet[next(alphabet.len())],
+                    _ => b'0' + next(10) as u8,
+                })
+                .collect();
+            let got = plain_digits(&text);
+            let want = std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok());
+            if let Some(n) = got {
+                assert_eq!(Some(n), want, "{:?}", String::from_utf8_lossy(&text));
+            }
+            let plain = (1..=16).contains(&len) && text.iter().all(u8::is_ascii_digit);
+            assert_eq!(got.is_some(), plain, "{:?}", String::from_utf8_lossy(&text));
+        }
     }
 
     #[test]

@@ -407,7 +407,7 @@ struct Slots {
 
 impl Slots {
     /// The slot of `key`, `u32::MAX` while it has none.
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, key: u64) -> &mut u32 {
         if 2 * (self.len + 1) > self.entries.len() {
             self.grow();
