@@ -551,8 +551,9 @@ impl RowRules {
 const MILLISECONDS: u64 = 100_000_000_000;
 
 /// The number that 1 to 16 ASCII digits spell, as `parse::<i64>` reads
-/// them, eight at a time; `None` for any other text (a sign, more digits:
-/// `parse` then reads it). A timestamp's form, read once a row.
+/// them: the first eight as one word, the rest a byte at a time. `None`
+/// for any other text (a sign, more digits: `parse` then reads it). A
+/// timestamp's form, read once a row.
 #[inline(always)]
 fn plain_digits(text: &[u8]) -> Option<i64> {
     /// Whether the eight bytes of `w` are all ASCII digits (simdjson's
@@ -1540,8 +1541,8 @@ mod tests {
         assert_eq!(report.errors(), 1);
     }
 
-    /// Plain digits read eight at a time as `parse` reads them, and every
-    /// other text left to `parse`.
+    /// Plain digits read (the first eight as one word) as `parse` reads
+    /// them, and every other text left to `parse`.
     #[test]
     fn plain_digits_read_as_parse_reads_them() {
         let alphabet = b"0123456789+-. a/:\xff";

@@ -861,10 +861,9 @@ impl Converted {
             csv: Vec::with_capacity(input_bytes / 2),
             seen: vec![0; fields],
             // Room up front for a user per 256 bytes: a MiB of the
-            // benchmark's JSON holds about 6,200 rows of 3,100 users. A
-            // table sized for every row to be a new user (twice this) was
-            // slower: it outgrows the cache, and merging reads every slot.
-            // A chunk of more users grows it once.
+            // benchmark's JSON holds about 6,200 rows of 3,100 users. Room
+            // for twice as many was slower: the table outgrew the cache,
+            // and merging reads every slot. A chunk of more users grows it.
             tally: opts.rules.map(|rules| rules.tally(input_bytes / 256)),
             row: RowBuf {
                 // Copies of the values for the check: with skip only.
