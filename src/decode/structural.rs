@@ -535,7 +535,7 @@ fn plain_number(run: &[u8]) -> Option<bool> {
 /// `plain_number(&buf[start..start + len])`, from one 16-byte load when
 /// the run is at most 16 bytes long and the load stays inside `buf`.
 #[inline(always)]
-fn plain_number_at(buf: &[u8], start: usize, len: usize) -> Option<bool> {
+pub(crate) fn plain_number_at(buf: &[u8], start: usize, len: usize) -> Option<bool> {
     #[cfg(target_arch = "x86_64")]
     if (1..=16).contains(&len) && buf.len() >= 16 && start <= buf.len() - 16 {
         use std::arch::x86_64::*;
