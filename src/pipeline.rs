@@ -792,12 +792,17 @@ fn convert_work(
         ),
     };
     match converted {
-        Ok(converted) => Done::Rows {
-            object: index,
-            converted: Box::new(converted),
-            last,
-            json,
-        },
+        Ok(mut converted) => {
+            if let Some(tally) = &mut converted.tally {
+                tally.seal();
+            }
+            Done::Rows {
+                object: index,
+                converted: Box::new(converted),
+                last,
+                json,
+            }
+        }
         Err(error) => Done::Failed {
             object: index,
             error,
