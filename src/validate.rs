@@ -193,7 +193,8 @@ impl Tally {
     /// Everything the tally holds, in a fixed order (for tests comparing
     /// two ways of counting the same rows).
     #[cfg(test)]
-    pub(crate) fn summary(&self, rules: &RowRules) -> String {
+    pub(crate) fn summary(&mut self, rules: &RowRules) -> String {
+        self.stats.settle();
         let s = &self.stats;
         let mut users: Vec<_> = s.per_user.iter().collect();
         users.sort();
@@ -210,6 +211,7 @@ impl Tally {
 
     /// Readies a chunk's tally to leave its thread: see `UserCounts::seal`.
     pub(crate) fn seal(&mut self) {
+        self.stats.settle();
         self.stats.per_user.seal();
     }
 
@@ -1042,8 +1044,9 @@ impl Validator {
     ) -> Report {
         let Tally {
             findings: mut out,
-            stats,
+            mut stats,
         } = tally;
+        stats.settle();
         let dataset = dataset.unwrap_or(Dataset::Interactions);
         if let Some(fields) = &fields {
             check_fields(dataset, fields, &mut out);
@@ -1233,6 +1236,10 @@ struct Stats {
     /// a chance near one in a million, and the table stays small and cheap
     /// to merge.
     per_user: UserCounts,
+    /// The last user's hash and count, added to `per_user` with the next
+    /// user's (or by `settle`): the slot, asked for when the user comes,
+    /// arrives from memory meanwhile.
+    pending: Option<(u64, u32)>,
     users_capped: bool,
     users: Distinct,
     items: Distinct,
@@ -1416,13 +1423,29 @@ impl Stats {
         let hash = Distinct::hash(id);
         self.users.add_hash(hash);
         let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.per_user.prefetch(hash);
+        if let Some((hash, n)) = self.pending.replace((hash, n)) {
+            self.count_user(hash, n);
+        }
+    }
+
+    fn count_user(&mut self, hash: u64, n: u32) {
         if !self.per_user.add(hash, n, USERS_TRACKED) {
             self.users_capped = true;
         }
     }
 
+    /// Adds the pending user: `per_user` and `users_capped` are then whole.
+    fn settle(&mut self) {
+        if let Some((hash, n)) = self.pending.take() {
+            self.count_user(hash, n);
+        }
+    }
+
     /// Folds in the counts of other rows.
-    fn merge(&mut self, other: Stats) {
+    fn merge(&mut self, mut other: Stats) {
+        self.settle();
+        other.settle();
         self.rows += other.rows;
         if !self.per_user.add_all(&other.per_user, USERS_TRACKED) {
             self.users_capped = true;

@@ -634,8 +634,8 @@ mod tests {
                     let origin = || Origin::in_stream("x", 0, row as u64, false);
                     mapping.push_row(&mut by_rows, cell, |_| None, opts, origin, b"")
                 });
-                let summary = |done: &Converted| {
-                    let tally = done.tally.as_ref().map(|t| t.summary(&rules));
+                let summary = |done: &mut Converted| {
+                    let tally = done.tally.as_mut().map(|t| t.summary(&rules));
                     let csv = String::from_utf8_lossy(&done.csv).into_owned();
                     (csv, done.records, done.rows, done.seen.clone(), tally)
                 };
@@ -643,10 +643,18 @@ mod tests {
                     taken += 1;
                     assert!(rows_result.is_ok(), "round {round}");
                     assert!(by_rows.rejects.is_empty(), "round {round}");
-                    assert_eq!(summary(&by_columns), summary(&by_rows), "round {round}");
+                    assert_eq!(
+                        summary(&mut by_columns),
+                        summary(&mut by_rows),
+                        "round {round}"
+                    );
                 } else {
                     left += 1;
-                    assert_eq!(summary(&by_columns), summary(&start(opts)), "round {round}");
+                    assert_eq!(
+                        summary(&mut by_columns),
+                        summary(&mut start(opts)),
+                        "round {round}"
+                    );
                 }
             }
         }
