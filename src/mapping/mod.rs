@@ -569,14 +569,15 @@ impl Mapping {
 
     /// Appends one CSV row; `cell` gives the source value of a selector slot
     /// (`None` when the record has none), and `as_written` the text of
-    /// field `i` where it knows it to be what converting the cell gives. On
-    /// a bad value nothing is appended. With `row.keep`, the row's values
-    /// stay in `row` for the output check.
+    /// field `i` where it knows it to be what converting the cell gives,
+    /// and whether it knows the text to hold no byte the CSV must quote or
+    /// escape. On a bad value nothing is appended. With `row.keep`, the
+    /// row's values stay in `row` for the output check.
     pub(crate) fn write_row<'c>(
         &self,
         (mut cell, mut as_written): (
             impl FnMut(usize) -> Option<Cell<'c>>,
-            impl FnMut(usize) -> Option<&'c str>,
+            impl FnMut(usize) -> Option<(&'c str, bool)>,
         ),
         row: &mut RowBuf,
         out: &mut Vec<u8>,
@@ -592,8 +593,12 @@ impl Mapping {
                 out.push(b',');
             }
             let mut value = None;
+            let mut plain = false;
             let converted = match as_written(i) {
-                Some(text) => Ok(Some(text)),
+                Some((text, no_special)) => {
+                    plain = no_special;
+                    Ok(Some(text))
+                }
                 None => {
                     value = field.slot.and_then(&mut cell);
                     row.scratch.clear();
@@ -602,9 +607,9 @@ impl Mapping {
             };
             match converted {
                 Ok(Some(text)) => {
-                    if field.rule.is_numeric() {
-                        // Digits, sign, point and exponent: nothing to
-                        // quote or escape.
+                    if plain || field.rule.is_numeric() {
+                        // Digits, sign, point and exponent, or a text known
+                        // to be plain: nothing to quote or escape.
                         debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
                         push_plain(out, text.as_bytes());
                     } else {
@@ -636,21 +641,31 @@ impl Mapping {
     /// The text `convert` gives the JSON value `v` in `field`, found
     /// without a cell, when `v` is one that converts as written: an
     /// unescaped string or an integer as an id, an unescaped string as
-    /// text, an integer of epoch seconds, a plain decimal as a number.
+    /// text, an integer of epoch seconds, a plain decimal as a number;
+    /// and whether the text holds no byte the CSV must quote or escape.
     /// `None`: convert a cell of it. `text` is the chunk.
     #[inline(always)]
-    fn json_as_written<'t>(&self, field: &Field, v: json::Value, text: &'t str) -> Option<&'t str> {
+    fn json_as_written<'t>(
+        &self,
+        field: &Field,
+        v: json::Value,
+        text: &'t str,
+    ) -> Option<(&'t str, bool)> {
         use json::Kind;
         let s = text.as_bytes().get(v.start..v.end)?;
         // SAFETY: `text` is valid UTF-8, and a value's span starts and ends
         // beside ASCII bytes (quotes, digits, the blank or structural byte
         // after a number), so on character boundaries.
         let s = unsafe { std::str::from_utf8_unchecked(s) };
-        match (field.rule, v.kind) {
-            (
-                ValueRule::Reserved(Rule::Id),
-                Kind::Str { escaped: false } | Kind::Num { integer: true },
-            ) => {
+        // A JSON string without an escape holds no quote, backslash or
+        // line break (control characters must be escaped): only a comma
+        // can make the CSV quote it.
+        let plain = || comma_free(text.as_bytes(), v.start, s.len());
+        let found = match (field.rule, v.kind) {
+            (ValueRule::Reserved(Rule::Id), Kind::Num { integer: true }) => {
+                return (s.len() <= 256).then_some((s, true));
+            }
+            (ValueRule::Reserved(Rule::Id), Kind::Str { escaped: false }) => {
                 // Bytes bound characters from above.
                 (!s.is_empty() && s.len() <= 256).then_some(s)
             }
@@ -674,7 +689,9 @@ impl Mapping {
                 }
             }
             _ => None,
-        }
+        };
+        // A number is digits, sign, point and exponent.
+        found.map(|s| (s, matches!(v.kind, Kind::Num { .. }) || plain()))
     }
 
     /// The CSV text of one field, `None` for an empty field.
@@ -959,6 +976,24 @@ fn plain_in(text: &str, v: json::Value) -> Option<bool> {
     plain_number_at(text.as_bytes(), v.start, len)
 }
 
+/// Whether `buf[start..start + len]` holds no comma: from one 16-byte
+/// load when it is at most 16 bytes long and the load stays inside `buf`.
+#[inline(always)]
+fn comma_free(buf: &[u8], start: usize, len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if len <= 16 && buf.len() >= 16 && start <= buf.len() - 16 {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; the load reads
+        // `buf[start..start + 16]`, inside `buf` as checked above.
+        let commas = unsafe {
+            let v = _mm_loadu_si128(buf.as_ptr().add(start).cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8))) as u32
+        };
+        return commas & ((1 << len) - 1) == 0;
+    }
+    !buf[start..start + len].contains(&b',')
+}
+
 /// The stable name of a value error, from its message (the messages come
 /// from `value`, so the names stay in step with them).
 fn value_kind(reason: &str) -> &'static str {
@@ -993,7 +1028,7 @@ impl Mapping {
         &self,
         done: &mut Converted,
         cell: impl FnMut(usize) -> Option<Cell<'c>>,
-        as_written: impl FnMut(usize) -> Option<&'c str>,
+        as_written: impl FnMut(usize) -> Option<(&'c str, bool)>,
         opts: RowOptions,
         origin: impl FnOnce() -> Origin,
         raw: &[u8],
@@ -1376,6 +1411,15 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         values.extend([long(256), long(257)]);
+        // Commas at every place in strings of 1 to 20 bytes, and none.
+        for len in 1..=20 {
+            values.push(format!("\"{}\"", "b".repeat(len)));
+            for at in 0..len {
+                let mut text = "b".repeat(len);
+                text.replace_range(at..=at, ",");
+                values.push(format!("\"{text}\""));
+            }
+        }
         let mut taken = 0;
         for unit in [None, Some(TimeUnit::Seconds), Some(TimeUnit::Millis)] {
             let fields = [
@@ -1392,8 +1436,10 @@ mod tests {
             spec.types.push(("PRICE".into(), AvroType::Float));
             spec.timestamp_unit = unit;
             let m = resolve(&spec, None).unwrap();
-            for value in &values {
-                let record = format!(r#"{{"k": {value}}}"#);
+            // The value near the end of the buffer, then far from it.
+            let padded = values.iter().flat_map(|v| [(v, 0), (v, 20)]);
+            for (value, pad) in padded {
+                let record = format!(r#"{{"k": {value}}}{}"#, " ".repeat(pad));
                 let buf = record.as_bytes();
                 let sel = Selector::new(&["k"]);
                 let mut caps = vec![Capture::default(); sel.slots()];
@@ -1401,7 +1447,7 @@ mod tests {
                 scanner.next_record(&sel, &mut caps).unwrap();
                 let v = caps[0].value.unwrap();
                 for field in &m.fields {
-                    let Some(fast) = m.json_as_written(field, v, &record) else {
+                    let Some((fast, plain)) = m.json_as_written(field, v, &record) else {
                         continue;
                     };
                     taken += 1;
@@ -1409,6 +1455,9 @@ mod tests {
                     let mut scratch = Scratch::default();
                     let slow = m.convert(field, Some(&cell), &mut scratch, &mut 0);
                     assert_eq!(slow, Ok(Some(fast)), "{} {value} {unit:?}", field.name);
+                    // Plain exactly when nothing needs quoting.
+                    let special = fast.contains([',', '"', '\\', '\n', '\r']);
+                    assert_eq!(plain, !special, "{} {value} {pad}", field.name);
                 }
             }
         }
@@ -1467,7 +1516,10 @@ mod tests {
                         }
                         _ => continue,
                     };
-                    let got = m.json_as_written(field, v, &record);
+                    let got = m.json_as_written(field, v, &record).map(|(s, plain)| {
+                        assert!(plain, "{number:?}");
+                        s
+                    });
                     assert_eq!(got, want, "{} {number:?} {unit:?}", field.name);
                     checked[usize::from(got.is_some())] += 1;
                 }
