@@ -927,17 +927,7 @@ impl Walk<'_> {
 mod tests {
     use super::*;
     use crate::decode::json::{Scanner, SyntaxError};
-
-    /// Pseudo-random numbers below the bound asked for (xorshift).
-    fn below(seed: u64) -> impl FnMut(usize) -> usize {
-        let mut x = seed;
-        move |n| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        }
-    }
+    use crate::testing::below;
 
     /// Everything a scanner reports over a buffer, resynchronising after
     /// each error as decoding does.
