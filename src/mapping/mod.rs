@@ -657,15 +657,11 @@ impl Mapping {
         // beside ASCII bytes (quotes, digits, the blank or structural byte
         // after a number), so on character boundaries.
         let s = unsafe { std::str::from_utf8_unchecked(s) };
-        // A JSON string without an escape holds no quote, backslash or
-        // line break (control characters must be escaped): only a comma
-        // can make the CSV quote it.
-        let plain = || comma_free(text.as_bytes(), v.start, s.len());
         let found = match (field.rule, v.kind) {
-            (ValueRule::Reserved(Rule::Id), Kind::Num { integer: true }) => {
-                return (s.len() <= 256).then_some((s, true));
-            }
-            (ValueRule::Reserved(Rule::Id), Kind::Str { escaped: false }) => {
+            (
+                ValueRule::Reserved(Rule::Id),
+                Kind::Str { escaped: false } | Kind::Num { integer: true },
+            ) => {
                 // Bytes bound characters from above.
                 (!s.is_empty() && s.len() <= 256).then_some(s)
             }
@@ -690,8 +686,11 @@ impl Mapping {
             }
             _ => None,
         };
-        // A number is digits, sign, point and exponent.
-        found.map(|s| (s, matches!(v.kind, Kind::Num { .. }) || plain()))
+        // A number is digits, sign, point and exponent. A JSON string
+        // without an escape holds no quote, backslash or line break (control
+        // characters must be escaped): only a comma can make the CSV quote it.
+        let number = matches!(v.kind, Kind::Num { .. });
+        found.map(|s| (s, number || comma_free(text.as_bytes(), v.start, s.len())))
     }
 
     /// The CSV text of one field, `None` for an empty field.
