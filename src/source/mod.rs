@@ -54,7 +54,10 @@ impl Object {
             what: "cannot open".into(),
             source,
         })?;
-        Ok(Box::new(io::BufReader::with_capacity(256 << 10, file)))
+        // Unbuffered: the chunk reader asks for a chunk at a time, straight
+        // into the chunk's buffer, and the decompressors buffer their input
+        // themselves. A buffer here copied part of every chunk twice.
+        Ok(Box::new(file))
     }
 }
 
