@@ -304,6 +304,11 @@ class Spawner:
 
 def run_once(spawner: Spawner, tool: Tool, err_path: Path) -> Sample:
     tool.out.unlink(missing_ok=True)  # a tool that writes nothing must not pass on a stale file
+    # The peers do not sync their outputs: the kernel writes a previous
+    # run's hundreds of MB back after it ended, and the disk then served
+    # those writes during the next run (ours syncs, and waited behind
+    # them). Every run starts with nothing dirty, outside the timing.
+    os.sync()
     r = spawner.run(tool.argv, tool.env, err_path)
     if r["code"] != 0:
         tail = err_path.read_text(errors="replace")[-2000:]
