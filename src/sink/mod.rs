@@ -40,7 +40,7 @@ const SYNC_EVERY: u64 = 8 << 20;
 /// of the disk's cache. On this machine's virtual disk one sync of the
 /// benchmark's 272 MB output at the end took 0.16–0.40 s even when the
 /// kernel had already written every byte; synced as the run went, the last
-/// sync took 16 ms. Best effort until the end: an error stops the syncer
+/// sync took 17 ms. Best effort until the end: an error stops the syncer
 /// and is reported by `finish`.
 struct Syncer {
     ask: mpsc::SyncSender<()>,
@@ -153,8 +153,11 @@ impl AtomicFile {
             if self.syncer.is_none() {
                 self.syncer = Syncer::start(file.get_ref()).ok();
             }
-            if self.syncer.as_ref().is_some_and(Syncer::ask) {
-                self.asked = reached;
+            match &self.syncer {
+                // Still syncing: asked again at the next write.
+                Some(syncer) if !syncer.ask() => {}
+                // Asked, or no syncer could start: again in `SYNC_EVERY`.
+                _ => self.asked = reached,
             }
         }
         Ok(())
