@@ -564,10 +564,15 @@ pub(crate) fn plain_number_at(buf: &[u8], start: usize, len: usize) -> Option<bo
 }
 
 /// A walk over an index from a position of it on.
+///
+/// The walking functions take the next position to read (`i`) as an
+/// argument and hand it back rather than keep it in `self`: a position
+/// stored through `self` at every step and loaded again at the next made
+/// each step wait for the store.
 pub(crate) struct Walk<'a> {
     buf: &'a [u8],
     index: &'a mut Index,
-    /// The next position to read in `index.pos`.
+    /// The next position to read in `index.pos`, between walks.
     i: usize,
     /// `index.pos` as it is until `more` or `seek` changes it, kept here
     /// so that a read needs no trip through `index`.
@@ -586,19 +591,26 @@ impl Drop for Walk<'_> {
 const MAX_DEPTH: u32 = 64;
 
 impl Walk<'_> {
-    /// The k-th position from the next one, and the byte there.
+    /// The k-th position from the i-th, and the byte there (`i` moves back
+    /// when positions walked past are dropped).
     #[inline(always)]
-    fn at(&mut self, k: usize) -> Option<(usize, u8)> {
-        if self.i + k >= self.len && !self.more(k) {
-            return None;
+    fn at(&mut self, i: &mut usize, k: usize) -> Option<(usize, u8)> {
+        if *i + k >= self.len {
+            // The positions walked past are dropped whether or not the
+            // k-th comes: the next one is then the first left.
+            self.i = *i;
+            *i = 0;
+            if !self.more(k) {
+                return None;
+            }
         }
         // SAFETY: `pos` and `len` are those of `index.pos` (`refresh`
-        // follows every change to it), and `more` returns true only with
-        // the k-th position there. Every position is below the length of
-        // the buffer indexed (padding past its end is blank), which `walk`
+        // follows every change to it), and `more` returns only with the
+        // k-th position there. Every position is below the length of the
+        // buffer indexed (padding past its end is blank), which `walk`
         // found equal to the length of `buf`.
         unsafe {
-            let p = *self.pos.add(self.i + k) as usize;
+            let p = *self.pos.add(*i + k) as usize;
             Some((p, *self.buf.get_unchecked(p)))
         }
     }
@@ -609,9 +621,9 @@ impl Walk<'_> {
         (self.pos, self.len) = (self.index.pos.as_ptr(), self.index.pos.len());
     }
 
-    /// Indexes windows until the k-th position from the next one is there,
-    /// dropping the positions walked past. False at the end of the buffer,
-    /// or where the walk cannot go on.
+    /// Indexes windows until the k-th position from the next one (at
+    /// `self.i`) is there, dropping the positions walked past. False at
+    /// the end of the buffer, or where the walk cannot go on.
     #[cold]
     #[inline(never)]
     fn more(&mut self, k: usize) -> bool {
@@ -659,12 +671,14 @@ impl Walk<'_> {
         sel: &Selector,
         caps: &mut [Capture],
     ) -> Option<Option<(usize, usize)>> {
+        let mut i = self.i;
         let mut state = *top;
         let start = loop {
-            let Some((p, b)) = self.at(0) else {
+            let Some((p, b)) = self.at(&mut i, 0) else {
                 if self.index.bad {
                     return None;
                 }
+                self.i = i;
                 *top = state;
                 *pos = self.buf.len();
                 return Some(None);
@@ -672,9 +686,9 @@ impl Walk<'_> {
             match (state, b) {
                 (Top::Between, b'[') => state = Top::ArrayStart,
                 (Top::ArrayStart | Top::ArrayAfterElement, b']') => state = Top::Between,
-                (Top::ArrayAfterElement, b',') => match self.at(1)? {
+                (Top::ArrayAfterElement, b',') => match self.at(&mut i, 1)? {
                     (p, b'{') => {
-                        self.i += 1;
+                        i += 1;
                         break p;
                     }
                     _ => return None,
@@ -682,12 +696,13 @@ impl Walk<'_> {
                 (Top::Between | Top::ArrayStart, b'{') => break p,
                 _ => return None,
             }
-            self.i += 1;
+            i += 1;
         };
         for c in caps.iter_mut() {
             *c = Capture::default();
         }
-        let end = self.object(Some(0), sel, caps)?;
+        let (i, end) = self.object(i, Some(0), sel, caps)?;
+        self.i = i;
         *top = if state == Top::Between {
             Top::Between
         } else {
@@ -697,26 +712,26 @@ impl Walk<'_> {
         Some(Some((start, end)))
     }
 
-    /// The object whose `{` is at the next position, its selected paths
-    /// captured into `caps`; the byte just past its `}`. `None`: the walk
-    /// does not take it.
+    /// The object whose `{` is the i-th position, its selected paths
+    /// captured into `caps`: the next position past it, and the byte just
+    /// past its `}`. `None`: the walk does not take it.
     fn object(
         &mut self,
+        mut i: usize,
         node: Option<usize>,
         sel: &Selector,
         caps: &mut [Capture],
-    ) -> Option<usize> {
-        self.i += 1; // '{'
-        if let (p, b'}') = self.at(0)? {
-            self.i += 1;
-            return Some(p + 1);
+    ) -> Option<(usize, usize)> {
+        i += 1; // '{'
+        if let (p, b'}') = self.at(&mut i, 0)? {
+            return Some((i + 1, p + 1));
         }
         loop {
-            let (ks, ke) = self.string()?;
-            if self.at(0)?.1 != b':' {
+            let (ks, ke) = self.string(&mut i)?;
+            if self.at(&mut i, 0)?.1 != b':' {
                 return None;
             }
-            self.i += 1;
+            i += 1;
             let entry = match node {
                 // A key with an escape matches in its unescaped form.
                 Some(n) => match sel.find_in(n, self.buf, ks, ke) {
@@ -737,106 +752,113 @@ impl Walk<'_> {
                 None => None,
             };
             match entry {
-                None => self.skip()?,
+                None => self.skip(&mut i)?,
                 Some(entry) => {
-                    let (start, b) = self.at(0)?;
+                    let (start, b) = self.at(&mut i, 0)?;
                     let value = match (entry.child, b) {
-                        (Some(child), b'{') => Value {
-                            start,
-                            end: self.object(Some(child), sel, caps)?,
-                            kind: Kind::Object,
-                        },
-                        _ => self.value(start, b)?,
+                        (Some(child), b'{') => {
+                            let (next, end) = self.object(i, Some(child), sel, caps)?;
+                            i = next;
+                            Value {
+                                start,
+                                end,
+                                kind: Kind::Object,
+                            }
+                        }
+                        _ => self.value(&mut i, start, b)?,
                     };
                     entry.capture(value, caps);
                 }
             }
-            let (p, b) = self.at(0)?;
-            self.i += 1;
+            let (p, b) = self.at(&mut i, 0)?;
+            i += 1;
             match b {
                 b',' => {}
-                b'}' => return Some(p + 1),
+                b'}' => return Some((i, p + 1)),
                 _ => return None,
             }
         }
     }
 
-    /// A string at the next position: its content's span.
+    /// A string at the i-th position: its content's span.
     #[inline(always)]
-    fn string(&mut self) -> Option<(usize, usize)> {
-        match self.at(0)? {
-            (open, b'"') => self.string_from(open),
+    fn string(&mut self, i: &mut usize) -> Option<(usize, usize)> {
+        match self.at(i, 0)? {
+            (open, b'"') => self.string_from(i, open),
             _ => None,
         }
     }
 
-    /// The string whose opening quote is the next position, at `open`.
+    /// The string whose opening quote is the i-th position, at `open`.
     #[inline(always)]
-    fn string_from(&mut self, open: usize) -> Option<(usize, usize)> {
-        let (close, c) = self.at(1)?;
+    fn string_from(&mut self, i: &mut usize, open: usize) -> Option<(usize, usize)> {
+        let (close, c) = self.at(i, 1)?;
         if c != b'"' {
             return None;
         }
-        self.i += 2;
+        *i += 2;
         Some((open + 1, close))
     }
 
-    /// The value whose first byte `b` is the next position, at `start`.
-    fn value(&mut self, start: usize, b: u8) -> Option<Value> {
+    /// The value whose first byte `b` is the i-th position, at `start`.
+    #[inline(always)]
+    fn value(&mut self, i: &mut usize, start: usize, b: u8) -> Option<Value> {
         match b {
             b'"' => {
-                let (start, end) = self.string_from(start)?;
+                let (start, end) = self.string_from(i, start)?;
                 let escaped = has_backslash(&self.index.backslash, start, end);
                 Some(Value {
                     start,
                     end,
-                    kind: Kind::Str { escaped },
+                    kind: Kind::string(escaped),
                 })
             }
-            b'{' | b'[' => Some(Value {
-                start,
-                end: self.skip_container()?,
-                kind: if b == b'{' { Kind::Object } else { Kind::Array },
-            }),
+            b'{' | b'[' => {
+                let (next, end) = self.skip_container(*i)?;
+                *i = next;
+                Some(Value {
+                    start,
+                    end,
+                    kind: if b == b'{' { Kind::Object } else { Kind::Array },
+                })
+            }
             b'}' | b']' | b':' | b',' => None,
-            _ => self.scalar(start, b),
+            _ => self.scalar(i, start, b),
         }
     }
 
-    /// The value at the next position, validated and skipped.
-    fn skip(&mut self) -> Option<()> {
-        match self.at(0)? {
-            (p, b'"') => self.string_from(p).map(drop),
-            (_, b'{' | b'[') => self.skip_container().map(drop),
+    /// The value at the i-th position, validated and skipped.
+    #[inline(always)]
+    fn skip(&mut self, i: &mut usize) -> Option<()> {
+        match self.at(i, 0)? {
+            (p, b'"') => self.string_from(i, p).map(drop),
+            (_, b'{' | b'[') => {
+                *i = self.skip_container(*i)?.0;
+                Some(())
+            }
             (_, b'}' | b']' | b':' | b',') => None,
-            (p, b) => self.scalar(p, b).map(drop),
+            (p, b) => self.scalar(i, p, b).map(drop),
         }
     }
 
-    /// A number or literal whose first byte `b` is the next position, at
+    /// A number or literal whose first byte `b` is the i-th position, at
     /// `start`: it must fill the run of bytes up to the next blank or
     /// structural byte.
-    fn scalar(&mut self, start: usize, b: u8) -> Option<Value> {
-        self.i += 1;
+    #[inline(always)]
+    fn scalar(&mut self, i: &mut usize, start: usize, b: u8) -> Option<Value> {
+        *i += 1;
         // No next position: the end of the buffer, or a block the first
         // pass could not take, where the caller's next read fails anyway.
-        let next = self.at(0).map_or(self.buf.len(), |(p, _)| p);
+        let next = self.at(i, 0).map_or(self.buf.len(), |(p, _)| p);
         let run = &self.buf[start..next];
         let (len, kind) = match b {
             // Digits up to the next structural byte, with at most one point
             // between two of them: the common numbers, without the
             // grammar's steps.
             b'1'..=b'9' if let Some(integer) = plain_number_at(self.buf, start, run.len()) => {
-                (run.len(), Kind::Num { integer })
+                (run.len(), Kind::number(integer))
             }
-            b'-' | b'0'..=b'9' => match number_len(run) {
-                Ok((len, integer)) => (len, Kind::Num { integer }),
-                Err(_) => return None,
-            },
-            b't' if run.starts_with(b"true") => (4, Kind::True),
-            b'f' if run.starts_with(b"false") => (5, Kind::False),
-            b'n' if run.starts_with(b"null") => (4, Kind::Null),
-            _ => return None,
+            _ => scalar_len(run, b)?,
         };
         // Only blanks may follow before the next structural byte.
         if !run[len..]
@@ -852,41 +874,42 @@ impl Walk<'_> {
         })
     }
 
-    /// A container at the next position, validated and skipped without
-    /// recursion: the byte just past its close.
-    fn skip_container(&mut self) -> Option<usize> {
+    /// A container at the i-th position, validated and skipped without
+    /// recursion: the next position past it, and the byte just past its
+    /// close.
+    fn skip_container(&mut self, mut i: usize) -> Option<(usize, usize)> {
         // Bit d set: the container at depth d is an object.
         let mut objects = 0u64;
         let mut depth = 0u32;
         'open: loop {
-            let (_, open) = self.at(0)?;
+            let (_, open) = self.at(&mut i, 0)?;
             if depth == MAX_DEPTH {
                 return None;
             }
             let object = open == b'{';
             objects = (objects & !(1 << depth)) | (u64::from(object) << depth);
             depth += 1;
-            self.i += 1;
+            i += 1;
             let close = if object { b'}' } else { b']' };
-            let (p, b) = self.at(0)?;
+            let (p, b) = self.at(&mut i, 0)?;
             let mut end = p + 1;
             if b == close {
-                self.i += 1;
+                i += 1;
                 depth -= 1;
-            } else if self.member(object)? {
+            } else if self.member(&mut i, object)? {
                 continue 'open;
             }
             // After a value inside the innermost open container.
             loop {
                 if depth == 0 {
-                    return Some(end);
+                    return Some((i, end));
                 }
                 let object = objects >> (depth - 1) & 1 == 1;
-                let (p, b) = self.at(0)?;
-                self.i += 1;
+                let (p, b) = self.at(&mut i, 0)?;
+                i += 1;
                 match b {
                     b',' => {
-                        if self.member(object)? {
+                        if self.member(&mut i, object)? {
                             continue 'open;
                         }
                     }
@@ -906,20 +929,37 @@ impl Walk<'_> {
 
     /// One member of a container being skipped: a key and `:` in an object,
     /// then a value. True when the value opens a container, left at the
-    /// next position.
-    fn member(&mut self, object: bool) -> Option<bool> {
+    /// i-th position.
+    #[inline(always)]
+    fn member(&mut self, i: &mut usize, object: bool) -> Option<bool> {
         if object {
-            self.string()?;
-            if self.at(0)?.1 != b':' {
+            self.string(i)?;
+            if self.at(i, 0)?.1 != b':' {
                 return None;
             }
-            self.i += 1;
+            *i += 1;
         }
-        match self.at(0)? {
+        match self.at(i, 0)? {
             (_, b'{' | b'[') => Some(true),
-            (p, b'"') => self.string_from(p).map(|_| false),
-            (p, b) => self.scalar(p, b).map(|_| false),
+            (p, b'"') => self.string_from(i, p).map(|_| false),
+            (p, b) => self.scalar(i, p, b).map(|_| false),
         }
+    }
+}
+
+/// The length and kind of the number or literal starting `run` (its first
+/// byte `b`) off the plain-number path. Out of line: rare, and large.
+#[inline(never)]
+fn scalar_len(run: &[u8], b: u8) -> Option<(usize, Kind)> {
+    match b {
+        b'-' | b'0'..=b'9' => match number_len(run) {
+            Ok((len, integer)) => Some((len, Kind::number(integer))),
+            Err(_) => None,
+        },
+        b't' if run.starts_with(b"true") => Some((4, Kind::True)),
+        b'f' if run.starts_with(b"false") => Some((5, Kind::False)),
+        b'n' if run.starts_with(b"null") => Some((4, Kind::Null)),
+        _ => None,
     }
 }
 
@@ -945,7 +985,7 @@ mod tests {
         loop {
             match scanner.next_record(&sel, &mut caps) {
                 Ok(Some(span)) => {
-                    let values: Vec<_> = caps.iter().map(|c| c.value).collect();
+                    let values: Vec<_> = caps.iter().map(|c| c.value()).collect();
                     out.push(format!("{span:?} {values:?}"));
                 }
                 Ok(None) => break,

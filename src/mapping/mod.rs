@@ -658,25 +658,23 @@ impl Mapping {
         // after a number), so on character boundaries.
         let s = unsafe { std::str::from_utf8_unchecked(s) };
         let found = match (field.rule, v.kind) {
-            (
-                ValueRule::Reserved(Rule::Id),
-                Kind::Str { escaped: false } | Kind::Num { integer: true },
-            ) => {
+            (ValueRule::Reserved(Rule::Id), Kind::Str | Kind::Integer) => {
                 // Bytes bound characters from above.
                 (!s.is_empty() && s.len() <= 256).then_some(s)
             }
-            (ValueRule::Reserved(Rule::Text), Kind::Str { escaped: false }) => {
+            (ValueRule::Reserved(Rule::Text), Kind::Str) => {
                 (!s.is_empty() || field.nullable).then_some(s)
             }
-            (ValueRule::Reserved(Rule::Timestamp), Kind::Num { integer: true }) => {
-                match plain_in(text, v) {
-                    Some(true) if s.len() <= 10 => {
-                        matches!(self.timestamp_unit, None | Some(TimeUnit::Seconds)).then_some(s)
-                    }
-                    _ => value::seconds_as_written_text(s, self.timestamp_unit),
+            (ValueRule::Reserved(Rule::Timestamp), Kind::Integer) => match plain_in(text, v) {
+                Some(true) if s.len() <= 10 => {
+                    matches!(self.timestamp_unit, None | Some(TimeUnit::Seconds)).then_some(s)
                 }
-            }
-            (ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number), Kind::Num { .. }) => {
+                _ => value::seconds_as_written_text(s, self.timestamp_unit),
+            },
+            (
+                ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number),
+                Kind::Integer | Kind::Float,
+            ) => {
                 // At most 15 digits, and no zero ending a fraction.
                 match plain_in(text, v) {
                     Some(true) => (s.len() <= 15).then_some(s),
@@ -689,7 +687,7 @@ impl Mapping {
         // A number is digits, sign, point and exponent. A JSON string
         // without an escape holds no quote, backslash or line break (control
         // characters must be escaped): only a comma can make the CSV quote it.
-        let number = matches!(v.kind, Kind::Num { .. });
+        let number = matches!(v.kind, Kind::Integer | Kind::Float);
         found.map(|s| (s, number || comma_free(text.as_bytes(), v.start, s.len())))
     }
 
@@ -1286,10 +1284,10 @@ impl Mapping {
                     continue;
                 }
             };
-            let cell = |slot: usize| caps[slot].value.map(|v| Cell::from_json_in(v, buf, text));
+            let cell = |slot: usize| caps[slot].value().map(|v| Cell::from_json_in(v, buf, text));
             let as_written = |i: usize| {
                 let field = &self.fields[i];
-                self.json_as_written(field, caps[field.slot?].value?, text?)
+                self.json_as_written(field, caps[field.slot?].value()?, text?)
             };
             let row = done.records;
             let raw = &buf[span.0..span.1];
@@ -1444,7 +1442,7 @@ mod tests {
                 let mut caps = vec![Capture::default(); sel.slots()];
                 let mut scanner = json::Scanner::new(buf, json::Top::Between);
                 scanner.next_record(&sel, &mut caps).unwrap();
-                let v = caps[0].value.unwrap();
+                let v = caps[0].value().unwrap();
                 for field in &m.fields {
                     let Some((fast, plain)) = m.json_as_written(field, v, &record) else {
                         continue;
@@ -1494,9 +1492,11 @@ mod tests {
                 if scanner.next_record(&sel, &mut caps).is_err() {
                     continue;
                 }
-                let v = caps[0].value.unwrap();
-                let json::Kind::Num { integer } = v.kind else {
-                    continue;
+                let v = caps[0].value().unwrap();
+                let integer = match v.kind {
+                    json::Kind::Integer => true,
+                    json::Kind::Float => false,
+                    _ => continue,
                 };
                 for field in &m.fields {
                     let want = match field.rule {

@@ -59,14 +59,14 @@ impl<'a> Cell<'a> {
             None => std::str::from_utf8(raw).ok(),
         };
         match value.kind {
-            Kind::Str { escaped: false } => match as_text() {
+            Kind::Str => match as_text() {
                 Some(s) => Cell::Str(Cow::Borrowed(s)),
                 None => Cell::JsonStr(raw),
             },
-            Kind::Str { escaped: true } => Cell::JsonStr(raw),
-            Kind::Num { integer } => Cell::Number {
+            Kind::EscapedStr => Cell::JsonStr(raw),
+            Kind::Integer | Kind::Float => Cell::Number {
                 text: Cow::Borrowed(as_text().unwrap_or("")),
-                integer,
+                integer: value.kind == Kind::Integer,
             },
             Kind::True => Cell::Bool(true),
             Kind::False => Cell::Bool(false),
