@@ -77,6 +77,7 @@ impl Converter {
             last: true,
             guessed: false,
             end_top: Top::Between,
+            utf8: None,
         };
         let done = self
             .mapping

@@ -682,6 +682,7 @@ impl<'a> ObjectReader<'a> {
                 Format::Csv => match csv::read_header(&chunk.bytes, self.delimiter) {
                     Ok(Some((header, end))) => {
                         chunk.bytes.drain(..end);
+                        chunk.utf8 = None;
                         chunk.base += end as u64;
                         Decoder::Csv(header)
                     }
@@ -1730,6 +1731,7 @@ impl Run<'_> {
             last: next.last,
             guessed: next.guessed,
             end_top: next.end_top,
+            utf8: None,
         };
         let mapping = self.mapping.get().expect("resolved before any chunk");
         let rules = rules_for(self.rules, self.cfg, mapping);
@@ -1822,6 +1824,7 @@ fn write_all(
                             last: false,
                             guessed: true,
                             end_top: chunk.end_top,
+                            utf8: None,
                         };
                         cut = Some((start, carried));
                     }
@@ -1921,6 +1924,7 @@ mod tests {
             last: true,
             guessed: false,
             end_top: crate::decode::json::Top::Between,
+            utf8: None,
         };
         assert_eq!(Work::Chunk(Decoder::Json, chunk).permits(16), 1);
     }

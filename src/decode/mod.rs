@@ -160,6 +160,9 @@ pub(crate) struct Chunk {
     /// `top`); a guessed chunk that ends in another state is read again
     /// with the next one.
     pub end_top: Top,
+    /// Whether `bytes` is valid UTF-8, found by the reader while they are
+    /// still in its cache; `None` when not checked.
+    pub utf8: Option<bool>,
 }
 
 /// A record may not grow past this: a stream that never closes its first
@@ -292,6 +295,13 @@ impl<R: Read> ChunkReader<R> {
         }
     }
 
+    fn check_utf8(&self, buf: &[u8]) -> Option<bool> {
+        match self.splitter {
+            Boundaries::Csv(_) => None,
+            _ => Some(simdutf8::basic::from_utf8(buf).is_ok()),
+        }
+    }
+
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ReadError> {
         if self.done {
             return Ok(None);
@@ -325,6 +335,7 @@ impl<R: Read> ChunkReader<R> {
             }
             if read < want {
                 self.done = true;
+                let utf8 = self.check_utf8(&buf);
                 return Ok(Some(Chunk {
                     bytes: buf,
                     base: self.base,
@@ -332,6 +343,7 @@ impl<R: Read> ChunkReader<R> {
                     last: true,
                     guessed: false,
                     end_top: Top::Between,
+                    utf8,
                 }));
             }
             if !self.chosen
@@ -351,6 +363,7 @@ impl<R: Read> ChunkReader<R> {
             if let Some((cut, top)) = self.cut.take() {
                 self.carry = buf[cut..].to_vec();
                 buf.truncate(cut);
+                let utf8 = self.check_utf8(&buf);
                 let chunk = Chunk {
                     bytes: buf,
                     base: self.base,
@@ -358,6 +371,7 @@ impl<R: Read> ChunkReader<R> {
                     last: false,
                     guessed: matches!(self.splitter, Boundaries::Guess),
                     end_top: top,
+                    utf8,
                 };
                 self.base += cut as u64;
                 self.top = top;
@@ -439,6 +453,33 @@ mod tests {
             assert_eq!(joined, input);
             assert!(rest >= 2, "{rest} chunks between the first and the last");
         }
+    }
+
+    #[test]
+    fn json_chunks_come_with_their_utf8_checked() {
+        // A byte that is not UTF-8 in the middle record only.
+        let input: &[u8] = b"{\"a\":\"\xC3\xA9\"}{\"b\":\"\xFF\"}{\"c\":1}";
+        for guess in [false, true] {
+            let mut reader = ChunkReader::new(input, 4, Boundaries::Json(Default::default()));
+            if guess {
+                reader.guess_from_now();
+            }
+            let mut seen = Vec::new();
+            while let Some(c) = reader.next_chunk().unwrap() {
+                seen.push(c.utf8);
+                assert_eq!(c.utf8, Some(std::str::from_utf8(&c.bytes).is_ok()));
+            }
+            assert_eq!(seen, [Some(true), Some(false), Some(true)]);
+        }
+        let csv = ChunkReader::new(
+            &b"a\n\xFF\n"[..],
+            2,
+            Boundaries::Csv(csv::Splitter::new(b',')),
+        )
+        .next_chunk()
+        .unwrap()
+        .unwrap();
+        assert_eq!(csv.utf8, None);
     }
 
     #[test]
