@@ -1611,6 +1611,7 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn run(csv: &str, mode: ImportMode, limits: Limits) -> Report {
         let dir = tempfile::tempdir().unwrap();
@@ -1684,31 +1685,32 @@ mod tests {
 
     #[test]
     fn event_counts_add_up_as_a_map_does_past_the_short_list() {
-        let mut counts = EventCounts::default();
-        let mut map = std::collections::BTreeMap::new();
-        let mut merged = EventCounts::default();
+        let sorted = |c: &EventCounts| {
+            let mut v: Vec<_> = c.iter().map(|(k, n)| (k.to_string(), n)).collect();
+            v.sort();
+            v
+        };
+        let (mut chunk, mut merged) = (EventCounts::default(), EventCounts::default());
+        let (mut chunk_map, mut all) = (BTreeMap::new(), BTreeMap::new());
         for round in 0..2_000u64 {
-            // 29 types, each new in the first 29 rounds, then repeating:
-            // the list fills and moves to the map at the 17th.
+            // 29 types, each new in the first 29 rounds after a merge, then
+            // repeating: the list fills and moves to the map at the 17th.
             let kind = format!("t{}", round * 7 % 29);
-            counts.add(&kind, round % 5 + 1);
-            *map.entry(kind).or_insert(0) += round % 5 + 1;
+            chunk.add(&kind, round % 5 + 1);
+            *chunk_map.entry(kind.clone()).or_insert(0) += round % 5 + 1;
+            *all.entry(kind).or_insert(0) += round % 5 + 1;
+            assert_eq!(
+                sorted(&chunk),
+                chunk_map.clone().into_iter().collect::<Vec<_>>()
+            );
+            assert_eq!(chunk.len(), chunk_map.len());
             if round == 10 || round == 1_999 {
-                // Merged as a chunk's counts are: whatever list or map
-                // each holds, the same totals.
-                merged.merge_from(&counts);
-                counts = EventCounts::default();
-            }
-            let mut got: Vec<_> = counts.iter().map(|(k, n)| (k.to_string(), n)).collect();
-            got.sort();
-            assert_eq!(counts.len(), got.len());
-            if round < 10 {
-                assert!(got.iter().all(|(k, n)| map.get(k) == Some(n)), "{got:?}");
+                // Merged as a chunk's counts are, list or map.
+                merged.merge_from(&chunk);
+                (chunk, chunk_map) = (EventCounts::default(), BTreeMap::new());
             }
         }
-        let mut got: Vec<_> = merged.iter().map(|(k, n)| (k.to_string(), n)).collect();
-        got.sort();
-        assert_eq!(got, map.into_iter().collect::<Vec<_>>());
+        assert_eq!(sorted(&merged), all.into_iter().collect::<Vec<_>>());
         assert!(merged.len() > FEW_TYPES && merged.few.is_empty());
     }
 
