@@ -161,8 +161,23 @@ pub(crate) struct Chunk {
     /// with the next one.
     pub end_top: Top,
     /// Whether `bytes` is valid UTF-8, found by the reader while they are
-    /// still in its cache; `None` when not checked.
+    /// still in its cache; `None` when not checked. Whoever changes `bytes`
+    /// sets it to `None`: `text` trusts it.
     pub utf8: Option<bool>,
+}
+
+impl Chunk {
+    /// The bytes as text when they are valid UTF-8, checked once (SIMD)
+    /// for the whole chunk, by the reader when it could.
+    pub fn text(&self) -> Option<&str> {
+        match self.utf8 {
+            // SAFETY: the reader found these bytes valid UTF-8, and a
+            // change to them resets `utf8`.
+            Some(true) => Some(unsafe { std::str::from_utf8_unchecked(&self.bytes) }),
+            Some(false) => None,
+            None => simdutf8::basic::from_utf8(&self.bytes).ok(),
+        }
+    }
 }
 
 /// A record may not grow past this: a stream that never closes its first

@@ -1239,15 +1239,8 @@ impl Mapping {
         let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len(), opts);
         let mut caps = vec![Capture::default(); self.selector.slots()];
-        // One check of the whole chunk (SIMD) instead of one per string,
-        // made by the reader when it could.
-        let text = match chunk.utf8 {
-            // SAFETY: the reader found these bytes valid UTF-8, and no
-            // one changes a chunk's bytes after it is made.
-            Some(true) => Some(unsafe { std::str::from_utf8_unchecked(buf) }),
-            Some(false) => None,
-            None => simdutf8::basic::from_utf8(buf).ok(),
-        };
+        // One check of the whole chunk instead of one per string.
+        let text = chunk.text();
         let mut scanner = json::Scanner::new(buf, chunk.top);
         if text.is_some() {
             scanner = scanner.utf8_checked();
