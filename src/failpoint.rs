@@ -8,7 +8,8 @@
 //! writer), `mid-upload` (after rows were written to an output that is not
 //! committed), `after-commit` (every output and the schema landed, the run
 //! is not yet marked done) and `after-done` (the state says done, the lock
-//! is still held).
+//! is still held). One point panics instead, as a bug would:
+//! `decode-panic` (a worker, before it converts a chunk).
 //!
 //! With `PERSONALIZE_PREP_FAILPOINT_SLEEP=SECS` as well, the process sleeps
 //! there instead of aborting, so a test can meet a run at that point (a
@@ -35,13 +36,23 @@ fn armed() -> Option<&'static (String, u64)> {
         .as_ref()
 }
 
-/// Aborts the process if the failpoint `name` is armed and this is the
-/// time it fires.
+/// Whether the failpoint `name` is armed and this is the time it fires.
+fn fires(name: &str) -> bool {
+    armed().is_some_and(|(armed, nth)| {
+        armed == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth
+    })
+}
+
+/// Panics if the failpoint `name` fires.
+pub fn panic_at(name: &str) {
+    if fires(name) {
+        panic!("failpoint {name}");
+    }
+}
+
+/// Aborts the process if the failpoint `name` fires.
 pub fn hit(name: &str) {
-    let Some((armed, nth)) = armed() else {
-        return;
-    };
-    if armed == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
+    if fires(name) {
         if let Some(secs) = std::env::var(SLEEP_VAR).ok().and_then(|s| s.parse().ok()) {
             eprintln!("personalize-prep: failpoint {name}: sleeping {secs} s");
             std::thread::sleep(std::time::Duration::from_secs(secs));

@@ -1,21 +1,24 @@
 //! The conversion run: the only module that decides threads, channels and
 //! ordering.
 //!
-//! One reader thread walks the objects in key order, opens each (detecting
-//! compression and format), cuts its stream into chunks at record
-//! boundaries and hands every chunk to a rayon pool. Workers decode, map and
-//! encode a chunk into CSV bytes on their own. The calling thread is the one
-//! writer: it puts chunk results back in sequence order, so rows come out in
-//! object order then offset order whatever the parallelism, and the first
-//! error in that order is the one reported. A fixed number of permits bounds
-//! the chunks in flight (a Parquet row group takes one per 32,768 rows, up
-//! to half of them), so memory depends on the chunk size, the row groups'
-//! size and the thread count, never on the input size.
+//! `--threads` decoding threads take turns at one feeder, which walks the
+//! objects in key order, opens each (detecting compression and format) and
+//! cuts its stream into chunks at record boundaries: a thread reads the next
+//! chunk itself, under the feeder's lock, then decodes, maps and encodes it
+//! into CSV bytes on its own, while the chunk's bytes are still in its
+//! core's cache. The calling thread is the one writer: it puts chunk results
+//! back in sequence order, so rows come out in object order then offset
+//! order whatever the parallelism, and the first error in that order is the
+//! one reported. A fixed number of permits bounds the chunks in flight (a
+//! Parquet row group takes one per 32,768 rows, up to half of them), so
+//! memory depends on the chunk size, the row groups' size and the thread
+//! count, never on the input size.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -394,7 +397,7 @@ impl ObjectStreams<'_> {
     }
 }
 
-/// Fetches remote objects ahead of the reader, `ahead` at a time, each into
+/// Fetches remote objects ahead of the feeder, `ahead` at a time, each into
 /// a bounded channel, so that the next objects are on their way while one
 /// is decoded and memory stays bounded.
 struct Prefetch<'a> {
@@ -1166,11 +1169,6 @@ pub(crate) fn convert_objects(
     };
     let progress = Progress::new(cfg.progress, objects.len() as u64, total_bytes);
     let mapping: Arc<OnceLock<Arc<Mapping>>> = Arc::new(OnceLock::new());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .thread_name(|i| format!("decode-{i}"))
-        .build()
-        .map_err(|e| Error::usage(format!("cannot start {} threads: {e}", cfg.threads)))?;
     let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(in_flight(cfg));
     let (done_tx, done_rx) = mpsc::channel::<(u64, u32, Done)>();
 
@@ -1196,18 +1194,23 @@ pub(crate) fn convert_objects(
         mapping: &mapping,
         rules: &rules,
     };
+    let prefetch = Prefetch::new(objects, io.handle(), cfg.concurrency);
+    let feeder = Mutex::new(Feeder::new(&run, prefetch));
     let result = std::thread::scope(|scope| {
-        let (run, pool) = (&run, &pool);
-        let handle = io.handle();
-        scope.spawn(move || {
-            let mut prefetch = Prefetch::new(run.objects, handle, cfg.concurrency);
-            read_all(run, &mut prefetch, pool, &permit_tx, &done_tx);
-        });
+        let (run, feeder) = (&run, &feeder);
+        for i in 0..cfg.threads {
+            let (permits, done) = (permit_tx.clone(), done_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("decode-{i}"))
+                .spawn_scoped(scope, move || decode_all(run, feeder, permits, done))
+                .map_err(|e| Error::usage(format!("cannot start {} threads: {e}", cfg.threads)))?;
+        }
+        drop((permit_tx, done_tx));
         write_all(run, done_rx, permit_rx, &mut out, &mut stats, &progress)
     });
     progress.finish();
     result?;
-    let mapping = mapping.get().expect("the reader resolves the mapping");
+    let mapping = mapping.get().expect("the feeder resolves the mapping");
     let schema = mapping.schema(&stats.seen);
     if !stats.header_written {
         write_header(&mut out.csv, &schema)?;
@@ -1261,67 +1264,190 @@ fn write_header(csv: &mut CsvWriter, schema: &Schema) -> Result<()> {
     csv.header(format!("{}\n", schema.header()).as_bytes())
 }
 
-/// The reader thread: objects in order, chunks in order, each chunk sent to
-/// the pool once the mapping is known. Stops at the first failure (which it
-/// sends in sequence) or when the writer hangs up.
-fn read_all(
-    run: &Run,
-    prefetch: &mut Prefetch,
-    pool: &rayon::ThreadPool,
-    permits: &mpsc::SyncSender<()>,
-    done: &mpsc::Sender<(u64, u32, Done)>,
-) {
-    let Run {
-        cfg,
-        objects,
-        mapping,
-        rules,
-    } = *run;
-    let mut seq = 0u64;
-    // Chunks without a record, held until the mapping is resolved.
-    let mut held: Vec<(usize, Work, bool)> = Vec::new();
-    let fail = |seq: u64, object: usize, error: Error| {
-        let _ = permits.send(());
-        let json = None;
-        let _ = done.send((
-            seq,
-            1,
-            Done::Failed {
-                object,
-                error,
-                json,
-            },
-        ));
-    };
-    let dispatch = |seq: u64, index: usize, work: Work, decompressed: bool| {
-        let taken = work.permits(in_flight(cfg));
-        for _ in 0..taken {
-            if permits.send(()).is_err() {
-                return false;
+/// What the feeder hands a worker next.
+enum Next {
+    Work {
+        seq: u64,
+        object: usize,
+        work: Work,
+        decompressed: bool,
+    },
+    /// Opening or reading `object` failed: the run's last sequence number.
+    Failed {
+        seq: u64,
+        object: usize,
+        error: Error,
+    },
+    End,
+}
+
+/// The object being read.
+enum Current<'a> {
+    None,
+    Stream {
+        index: usize,
+        reader: ObjectReader<'a>,
+        decompressed: bool,
+        guessing: bool,
+    },
+    Parquet {
+        index: usize,
+        source: Arc<ParquetSource>,
+        next: usize,
+    },
+}
+
+/// The run's objects as units of work in sequence order: objects in
+/// order, chunks (or row groups) in order, each given out once the mapping
+/// is known. The workers take turns at it under a lock, so that a chunk is
+/// read (copied from the kernel, its UTF-8 checked) on the core that goes
+/// on to convert it, while its bytes are in that core's cache.
+struct Feeder<'a> {
+    run: &'a Run<'a>,
+    prefetch: Prefetch<'a>,
+    /// The next object to open.
+    next_object: usize,
+    current: Current<'a>,
+    /// Chunks without a record, held until the mapping is resolved.
+    held: Vec<(usize, Work, bool)>,
+    /// Work ready to be given out, in order.
+    ready: VecDeque<(usize, Work, bool)>,
+    seq: u64,
+    /// After a failure, the end, or when the writer has hung up.
+    ended: bool,
+}
+
+impl<'a> Feeder<'a> {
+    fn new(run: &'a Run<'a>, prefetch: Prefetch<'a>) -> Self {
+        Feeder {
+            run,
+            prefetch,
+            next_object: 0,
+            current: Current::None,
+            held: Vec::new(),
+            ready: VecDeque::new(),
+            seq: 0,
+            ended: false,
+        }
+    }
+
+    fn fail(&mut self, object: usize, error: Error) -> Next {
+        self.ended = true;
+        Next::Failed {
+            seq: self.seq,
+            object,
+            error,
+        }
+    }
+
+    /// Sets the mapping; the held chunks are ready from then on.
+    fn resolved(&mut self, mapping: Mapping) {
+        let _ = self.run.mapping.set(Arc::new(mapping));
+        self.ready.extend(self.held.drain(..));
+    }
+
+    fn next(&mut self) -> Next {
+        let Run {
+            cfg,
+            objects,
+            mapping,
+            ..
+        } = *self.run;
+        loop {
+            if self.ended {
+                return Next::End;
+            }
+            if let Some((object, work, decompressed)) = self.ready.pop_front() {
+                let seq = self.seq;
+                self.seq += 1;
+                return Next::Work {
+                    seq,
+                    object,
+                    work,
+                    decompressed,
+                };
+            }
+            match &mut self.current {
+                Current::None if self.next_object == objects.len() => {
+                    if mapping.get().is_none() {
+                        self.resolved(fallback(cfg));
+                    }
+                    self.ended = self.ready.is_empty();
+                }
+                Current::None => {
+                    let index = self.next_object;
+                    self.next_object += 1;
+                    if let Err(e) = self.open(index) {
+                        return self.fail(index, e);
+                    }
+                }
+                Current::Parquet {
+                    index,
+                    source,
+                    next,
+                } => {
+                    let (index, groups) = (*index, source.row_groups());
+                    if *next == groups {
+                        self.current = Current::None;
+                        continue;
+                    }
+                    let work = Work::RowGroup(Arc::clone(source), *next, *next + 1 == groups);
+                    *next += 1;
+                    self.ready.push_back((index, work, false));
+                }
+                Current::Stream {
+                    index,
+                    reader,
+                    decompressed,
+                    guessing,
+                } => {
+                    let (index, decompressed) = (*index, *decompressed);
+                    if !*guessing && mapping.get().is_some() {
+                        // The run's first record is read (before this
+                        // object, or from its first chunk): the rest need
+                        // not be cut exactly.
+                        reader.reader.guess_from_now();
+                        *guessing = true;
+                    }
+                    let (decoder, chunk) = match reader.next_chunk() {
+                        Ok(Some(next)) => next,
+                        Ok(None) => {
+                            self.current = Current::None;
+                            continue;
+                        }
+                        Err(error) => return self.fail(index, error),
+                    };
+                    if mapping.get().is_none() {
+                        match first_record(&decoder, &chunk, cfg.skip) {
+                            Ok(Some(first)) => {
+                                let name = &objects[index].name;
+                                match resolve(cfg, Some((name, chunk.base, &first))) {
+                                    Ok(m) => self.resolved(m),
+                                    Err(e) => return self.fail(index, e),
+                                }
+                            }
+                            // Malformed from the start: the worker reports it.
+                            Err(()) => self.resolved(fallback(cfg)),
+                            Ok(None) => {
+                                let work = Work::Chunk(decoder, chunk);
+                                self.held.push((index, work, decompressed));
+                                continue;
+                            }
+                        }
+                    }
+                    let work = Work::Chunk(decoder, chunk);
+                    self.ready.push_back((index, work, decompressed));
+                }
             }
         }
-        let mapping = Arc::clone(mapping.get().expect("resolved before dispatch"));
-        // The output check runs in the workers, over the rows they write.
-        let rules = rules_for(rules, cfg, &mapping);
-        let done = done.clone();
-        let name = objects[index].name.clone();
-        let (dialect, skip) = (cfg.dialect, cfg.skip);
-        pool.spawn(move || {
-            let opts = mapping::RowOptions {
-                dialect,
-                skip,
-                rules: rules.as_deref(),
-            };
-            let out = convert_work(&mapping, index, &name, work, decompressed, opts);
-            let _ = done.send((seq, taken, out));
-        });
-        true
-    };
-    for (index, object) in objects.iter().enumerate() {
-        let opened = match prefetch.open(index).and_then(|raw| open(object, raw, cfg)) {
-            Ok(o) => o,
-            Err(e) => return fail(seq, index, e),
-        };
+    }
+
+    /// Opens object `index` as the current one; a Parquet file's columns
+    /// resolve the mapping when no record has.
+    fn open(&mut self, index: usize) -> Result<()> {
+        let cfg = self.run.cfg;
+        let object = &self.run.objects[index];
+        let opened = open(object, self.prefetch.open(index)?, cfg)?;
         log::debug!(
             "{}: {} bytes, {} ({})",
             object.name,
@@ -1330,97 +1456,111 @@ fn read_all(
             opened.compression.name()
         );
         if opened.format == Format::Parquet {
-            let source = match open_parquet(object, opened.stream) {
-                Ok(source) => Arc::new(source),
-                Err(e) => return fail(seq, index, e),
-            };
-            if mapping.get().is_none() {
+            let source = Arc::new(open_parquet(object, opened.stream)?);
+            if self.run.mapping.get().is_none() {
                 let (keys, paths) = source.names();
                 let first = FirstRecord { keys, paths };
-                match resolve(cfg, Some((&object.name, 0, &first))) {
-                    Ok(m) => {
-                        let _ = mapping.set(Arc::new(m));
-                    }
-                    Err(e) => return fail(seq, index, e),
-                }
-                for (i, work, d) in held.drain(..) {
-                    if !dispatch(seq, i, work, d) {
-                        return;
-                    }
-                    seq += 1;
-                }
+                self.resolved(resolve(cfg, Some((&object.name, 0, &first)))?);
             }
-            let groups = source.row_groups();
-            for group in 0..groups {
-                let work = Work::RowGroup(Arc::clone(&source), group, group + 1 == groups);
-                if !dispatch(seq, index, work, false) {
-                    return;
-                }
-                seq += 1;
-            }
-            continue;
-        }
-        let decompressed = opened.compression != Compression::None;
-        // Boundaries are guessed once the mapping is known (the first
-        // record is read from an exactly cut chunk), from then on.
-        let mut reader = ObjectReader::new(object, opened, cfg);
-        let mut guessing = false;
-        loop {
-            if !guessing && mapping.get().is_some() {
-                // The run's first record is read (before this object, or
-                // from its first chunk): the rest need not be cut exactly.
-                reader.reader.guess_from_now();
-                guessing = true;
-            }
-            let (decoder, chunk) = match reader.next_chunk() {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(error) => return fail(seq, index, error),
+            self.current = Current::Parquet {
+                index,
+                source,
+                next: 0,
             };
-            if mapping.get().is_none() {
-                match first_record(&decoder, &chunk, cfg.skip) {
-                    Ok(Some(first)) => {
-                        match resolve(cfg, Some((&object.name, chunk.base, &first))) {
-                            Ok(m) => {
-                                let _ = mapping.set(Arc::new(m));
-                            }
-                            Err(e) => return fail(seq, index, e),
-                        }
-                    }
-                    // Malformed from the start: the worker reports it.
-                    Err(()) => {
-                        let _ = mapping.set(Arc::new(fallback(cfg)));
-                    }
-                    Ok(None) => {
-                        held.push((index, Work::Chunk(decoder, chunk), decompressed));
-                        continue;
-                    }
-                }
-                for (i, work, d) in held.drain(..) {
-                    if !dispatch(seq, i, work, d) {
-                        return;
-                    }
-                    seq += 1;
-                }
-            }
-            if !dispatch(seq, index, Work::Chunk(decoder, chunk), decompressed) {
-                return;
-            }
-            seq += 1;
+        } else {
+            self.current = Current::Stream {
+                index,
+                decompressed: opened.compression != Compression::None,
+                // Boundaries are guessed once the mapping is known (the
+                // first record is read from an exactly cut chunk).
+                guessing: false,
+                reader: ObjectReader::new(object, opened, cfg),
+            };
         }
-    }
-    if mapping.get().is_none() {
-        let _ = mapping.set(Arc::new(fallback(cfg)));
-    }
-    for (i, work, d) in held.drain(..) {
-        if !dispatch(seq, i, work, d) {
-            return;
-        }
-        seq += 1;
+        Ok(())
     }
 }
 
-/// The mapping a run over `objects` resolves, as the reader does: from the
+/// A decoding thread: takes the next unit of work from the feeder (reading
+/// it, holding the lock), its permits (still holding it, so that permits
+/// are taken in sequence order and a unit waiting for several cannot
+/// starve the one the writer waits for), then converts it and sends the
+/// result. Ends with the feeder, at a failure (sent in sequence), or when
+/// the writer hangs up.
+fn decode_all(
+    run: &Run,
+    feeder: &Mutex<Feeder>,
+    permits: mpsc::SyncSender<()>,
+    done: mpsc::Sender<(u64, u32, Done)>,
+) {
+    let Run {
+        cfg,
+        objects,
+        mapping,
+        rules,
+    } = *run;
+    loop {
+        let Ok(mut feeder) = feeder.lock() else {
+            return;
+        };
+        let (seq, object, work, decompressed) = match feeder.next() {
+            Next::End => return,
+            Next::Failed { seq, object, error } => {
+                let _ = permits.send(());
+                let json = None;
+                let failed = Done::Failed {
+                    object,
+                    error,
+                    json,
+                };
+                let _ = done.send((seq, 1, failed));
+                return;
+            }
+            Next::Work {
+                seq,
+                object,
+                work,
+                decompressed,
+            } => (seq, object, work, decompressed),
+        };
+        let taken = work.permits(in_flight(cfg));
+        for _ in 0..taken {
+            if permits.send(()).is_err() {
+                feeder.ended = true;
+                return;
+            }
+        }
+        drop(feeder);
+        let mapping = Arc::clone(mapping.get().expect("resolved before any work"));
+        // The output check runs in the workers, over the rows they write.
+        let rules = rules_for(rules, cfg, &mapping);
+        let opts = mapping::RowOptions {
+            dialect: cfg.dialect,
+            skip: cfg.skip,
+            rules: rules.as_deref(),
+        };
+        let name = &objects[object].name;
+        // A panic is a bug, never the input's doing: it fails the run in
+        // sequence, as an error would, rather than leave the writer waiting.
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::failpoint::panic_at("decode-panic");
+            convert_work(&mapping, object, name, work, decompressed, opts)
+        }))
+        .unwrap_or_else(|_| Done::Failed {
+            object,
+            error: Error::Decode {
+                key: name.clone(),
+                message: "internal: decoding a chunk panicked".into(),
+            },
+            json: None,
+        });
+        if done.send((seq, taken, out)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The mapping a run over `objects` resolves, as the feeder does: from the
 /// first record (or a Parquet file's columns, or a CSV header).
 pub(crate) fn resolve_on(cfg: &ConvertConfig, io: &Io, objects: &[Object]) -> Result<Mapping> {
     let mut prefetch = Prefetch::new(objects, io.handle(), 1);
@@ -1670,7 +1810,7 @@ impl RejectSink {
     }
 }
 
-/// What the reader and the writer both see of a run.
+/// What the feeder, the decoding threads and the writer see of a run.
 #[derive(Clone, Copy)]
 struct Run<'a> {
     cfg: &'a ConvertConfig,
@@ -1877,6 +2017,12 @@ fn write_all(
         return Err(Error::Decode {
             key: String::new(),
             message: "internal: a record cut at a chunk's end was never finished".into(),
+        });
+    }
+    if !pending.is_empty() {
+        return Err(Error::Decode {
+            key: String::new(),
+            message: format!("internal: chunk {next} never came back from decoding"),
         });
     }
     out.rejects.check(stats, true)
