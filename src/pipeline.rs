@@ -1346,6 +1346,7 @@ impl<'a> Feeder<'a> {
         self.ready.extend(self.held.drain(..));
     }
 
+    /// The next unit of work in sequence order, read now.
     fn next(&mut self) -> Next {
         let Run {
             cfg,
