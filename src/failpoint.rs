@@ -8,8 +8,9 @@
 //! writer), `mid-upload` (after rows were written to an output that is not
 //! committed), `after-commit` (every output and the schema landed, the run
 //! is not yet marked done) and `after-done` (the state says done, the lock
-//! is still held). One point panics instead, as a bug would:
-//! `decode-panic` (a worker, before it converts a chunk).
+//! is still held). Two points panic instead, as a bug would:
+//! `read-panic` (a worker, before it reads a chunk) and `decode-panic`
+//! (before it converts one).
 //!
 //! With `PERSONALIZE_PREP_FAILPOINT_SLEEP=SECS` as well, the process sleeps
 //! there instead of aborting, so a test can meet a run at that point (a

@@ -8,7 +8,7 @@ use clap::Parser;
 use personalize_prep::{Error, cli::Cli};
 
 fn main() -> ExitCode {
-    one_malloc_arena();
+    tune_malloc();
     let cli = Cli::parse();
     match personalize_prep::run(&cli) {
         Ok(code) => ExitCode::from(code as u8),
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 /// CSV larger than the last was mapped afresh. On the benchmark's Parquet
 /// set (7 alternating runs) page faults fell from 20,400 to 14,500 and
 /// system time from 0.43 to 0.24 s; on its JSON set, 22,700 to 7,700.
-fn one_malloc_arena() {
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only changes the allocator's settings, before any
     // other thread runs.

@@ -1293,7 +1293,8 @@ enum Current<'a> {
     Parquet {
         index: usize,
         source: Arc<ParquetSource>,
-        next: usize,
+        /// The next row group.
+        group: usize,
     },
 }
 
@@ -1346,8 +1347,19 @@ impl<'a> Feeder<'a> {
         self.ready.extend(self.held.drain(..));
     }
 
+    /// After a panic in `take`: the run fails at the object being read.
+    fn panicked(&mut self) -> Next {
+        let object = self.next_object.saturating_sub(1);
+        let key = self.run.objects.get(object).map(|o| o.name.clone());
+        let error = Error::Decode {
+            key: key.unwrap_or_default(),
+            message: "internal: reading a chunk panicked".into(),
+        };
+        self.fail(object, error)
+    }
+
     /// The next unit of work in sequence order, read now.
-    fn next(&mut self) -> Next {
+    fn take(&mut self) -> Next {
         let Run {
             cfg,
             objects,
@@ -1385,15 +1397,15 @@ impl<'a> Feeder<'a> {
                 Current::Parquet {
                     index,
                     source,
-                    next,
+                    group,
                 } => {
                     let (index, groups) = (*index, source.row_groups());
-                    if *next == groups {
+                    if *group == groups {
                         self.current = Current::None;
                         continue;
                     }
-                    let work = Work::RowGroup(Arc::clone(source), *next, *next + 1 == groups);
-                    *next += 1;
+                    let work = Work::RowGroup(Arc::clone(source), *group, *group + 1 == groups);
+                    *group += 1;
                     self.ready.push_back((index, work, false));
                 }
                 Current::Stream {
@@ -1410,6 +1422,7 @@ impl<'a> Feeder<'a> {
                         reader.reader.guess_from_now();
                         *guessing = true;
                     }
+                    crate::failpoint::panic_at("read-panic");
                     let (decoder, chunk) = match reader.next_chunk() {
                         Ok(Some(next)) => next,
                         Ok(None) => {
@@ -1466,7 +1479,7 @@ impl<'a> Feeder<'a> {
             self.current = Current::Parquet {
                 index,
                 source,
-                next: 0,
+                group: 0,
             };
         } else {
             self.current = Current::Stream {
@@ -1501,10 +1514,15 @@ fn decode_all(
         rules,
     } = *run;
     loop {
-        let Ok(mut feeder) = feeder.lock() else {
+        let Ok(mut guard) = feeder.lock() else {
             return;
         };
-        let (seq, object, work, decompressed) = match feeder.next() {
+        // A panic is a bug, never the input's doing: caught, it fails the
+        // run in sequence, as an error would, rather than leave the writer
+        // waiting for its sequence number.
+        let unit = std::panic::catch_unwind(AssertUnwindSafe(|| guard.take()))
+            .unwrap_or_else(|_| guard.panicked());
+        let (seq, object, work, decompressed) = match unit {
             Next::End => return,
             Next::Failed { seq, object, error } => {
                 let _ = permits.send(());
@@ -1527,24 +1545,22 @@ fn decode_all(
         let taken = work.permits(in_flight(cfg));
         for _ in 0..taken {
             if permits.send(()).is_err() {
-                feeder.ended = true;
+                guard.ended = true;
                 return;
             }
         }
-        drop(feeder);
-        let mapping = Arc::clone(mapping.get().expect("resolved before any work"));
-        // The output check runs in the workers, over the rows they write.
-        let rules = rules_for(rules, cfg, &mapping);
-        let opts = mapping::RowOptions {
-            dialect: cfg.dialect,
-            skip: cfg.skip,
-            rules: rules.as_deref(),
-        };
+        drop(guard);
         let name = &objects[object].name;
-        // A panic is a bug, never the input's doing: it fails the run in
-        // sequence, as an error would, rather than leave the writer waiting.
         let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
             crate::failpoint::panic_at("decode-panic");
+            let mapping = Arc::clone(mapping.get().expect("resolved before any work"));
+            // The output check runs in the workers, over the rows they write.
+            let rules = rules_for(rules, cfg, &mapping);
+            let opts = mapping::RowOptions {
+                dialect: cfg.dialect,
+                skip: cfg.skip,
+                rules: rules.as_deref(),
+            };
             convert_work(&mapping, object, name, work, decompressed, opts)
         }))
         .unwrap_or_else(|_| Done::Failed {
@@ -1944,7 +1960,7 @@ fn write_all(
                     {
                         bad.origin.row += object_records;
                     }
-                    log::debug!("failed in {}", objects[object].name);
+                    log::debug!("failed in {}", objects.get(object).map_or("", |o| &o.name));
                     return Err(error);
                 }
                 Done::Rows {
@@ -2018,12 +2034,6 @@ fn write_all(
         return Err(Error::Decode {
             key: String::new(),
             message: "internal: a record cut at a chunk's end was never finished".into(),
-        });
-    }
-    if !pending.is_empty() {
-        return Err(Error::Decode {
-            key: String::new(),
-            message: format!("internal: chunk {next} never came back from decoding"),
         });
     }
     out.rejects.check(stats, true)

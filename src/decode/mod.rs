@@ -197,8 +197,8 @@ pub(crate) fn record_too_large() -> io::Error {
 
 /// How record boundaries are found in a stream.
 pub(crate) enum Boundaries {
-    /// Every byte tracked: exact, but one pass over the stream on the
-    /// reader's thread.
+    /// Every byte tracked: exact, but one pass over the stream while the
+    /// reading worker holds the feeder's lock.
     Json(json::Splitter),
     /// Objects back to back or one per line: cut after the last `}` that
     /// whitespace and a `{` follow, found from the end of the buffer. Such

@@ -129,44 +129,47 @@ fn a_failed_run_leaves_the_previous_output_and_no_temporary_file() {
     );
 }
 
-/// A bug that panics in a decoding thread fails the run as an error does
-/// (rather than leave the writer waiting for that chunk), whichever chunk
-/// and thread it hits, and nothing is written.
+/// A bug that panics in a decoding thread, reading a chunk or converting
+/// it, fails the run as an error does (rather than leave the writer
+/// waiting for that chunk), whichever chunk and thread it hits, and
+/// nothing is written.
 #[test]
 fn a_panic_while_decoding_fails_the_run_and_writes_nothing() {
     let wd = sample_workdir();
     wd.write("out/interactions.csv", "previous\n");
-    for (nth, threads) in [("1", "1"), ("3", "2"), ("5", "3")] {
-        let args = [
-            "convert",
-            "input",
-            "-o",
-            "out/",
-            "-q",
-            "--chunk-bytes",
-            "64",
-            "--threads",
-            threads,
-        ];
-        let run = wd
-            .command(&args)
-            .env("PERSONALIZE_PREP_FAILPOINT", format!("decode-panic:{nth}"))
-            .output()
-            .unwrap();
-        let run = crate::workdir::run_of(&args, run);
-        run.assert_code(1);
-        // The object of the chunk that panicked: which one depends on
-        // the threads' timing.
-        let last = run.stderr.lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("personalize-prep: input/useritem/2019/01/10/")
-                && last.ends_with(": internal: decoding a chunk panicked")
-                && run.stderr.contains("panicked at src/failpoint.rs"),
-            "{}",
-            run.describe()
-        );
-        assert_eq!(wd.read("out/interactions.csv"), "previous\n");
-        assert_eq!(wd.files("out"), ["interactions.csv"]);
+    for (point, doing) in [("read-panic", "reading"), ("decode-panic", "decoding")] {
+        for (nth, threads) in [("1", "1"), ("3", "2"), ("5", "3")] {
+            let args = [
+                "convert",
+                "input",
+                "-o",
+                "out/",
+                "-q",
+                "--chunk-bytes",
+                "64",
+                "--threads",
+                threads,
+            ];
+            let run = wd
+                .command(&args)
+                .env("PERSONALIZE_PREP_FAILPOINT", format!("{point}:{nth}"))
+                .output()
+                .unwrap();
+            let run = crate::workdir::run_of(&args, run);
+            run.assert_code(1);
+            // The object of the chunk that panicked: which one depends on
+            // the threads' timing.
+            let last = run.stderr.lines().last().unwrap_or_default();
+            assert!(
+                last.starts_with("personalize-prep: input/useritem/2019/01/10/")
+                    && last.ends_with(&format!(": internal: {doing} a chunk panicked"))
+                    && run.stderr.contains("panicked at src/failpoint.rs"),
+                "{point}:{nth}\n{}",
+                run.describe()
+            );
+            assert_eq!(wd.read("out/interactions.csv"), "previous\n");
+            assert_eq!(wd.files("out"), ["interactions.csv"]);
+        }
     }
 }
 
