@@ -175,6 +175,10 @@ pub(crate) struct Entry {
     escapes: bool,
     /// (slot, priority): an exact top-level key beats a dotted path.
     slots: Vec<(usize, u8)>,
+    /// The slot when it is the key's only one and an exact top-level key
+    /// (the usual case): nothing outranks it, so `capture` stores without
+    /// a look at the slot's priority, a load that each capture waited on.
+    only_exact: Option<usize>,
     pub child: Option<usize>,
 }
 
@@ -187,7 +191,17 @@ impl Entry {
 
     /// Captures `value` into this entry's slots, unless a slot holds a
     /// value of higher priority.
+    #[inline(always)]
     pub fn capture(&self, value: Value, caps: &mut [Capture]) {
+        if let Some(slot) = self.only_exact {
+            caps[slot] = Capture {
+                start: value.start,
+                end: value.end,
+                kind: Some(value.kind),
+                priority: EXACT,
+            };
+            return;
+        }
         for &(slot, priority) in &self.slots {
             let cap = &mut caps[slot];
             if priority >= cap.priority {
@@ -247,6 +261,12 @@ impl Selector {
                 }
             }
         }
+        for entry in sel.nodes.iter_mut().flatten() {
+            entry.only_exact = match entry.slots[..] {
+                [(slot, EXACT)] => Some(slot),
+                _ => None,
+            };
+        }
         sel
     }
 
@@ -268,6 +288,7 @@ impl Selector {
             head: head(key),
             escapes: key.contains(&b'\\'),
             slots: Vec::new(),
+            only_exact: None,
             child: None,
         });
         self.nodes[node].len() - 1
