@@ -675,10 +675,14 @@ impl Mapping {
                 ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number),
                 Kind::Integer | Kind::Float,
             ) => {
-                // At most 15 digits, and no zero ending a fraction.
+                // At most 15 digits, less the zeros ending a fraction (and
+                // then a bare point), as `Display` writes the number.
                 match plain_in(text, v) {
                     Some(true) => (s.len() <= 15).then_some(s),
-                    Some(false) => (!s.ends_with('0')).then_some(s),
+                    Some(false) => {
+                        let s = s.trim_end_matches('0');
+                        Some(s.strip_suffix('.').unwrap_or(s))
+                    }
                     None => value::shortest_as_written_text(s),
                 }
             }
@@ -1390,6 +1394,12 @@ mod tests {
             "17673953670",
             "1767395367123",
             "63.30",
+            "13.50",
+            "100.00",
+            "7.0",
+            "0.50",
+            "-13.50",
+            "1.000000000000000",
             "92.48",
             "3",
             "1e5",

@@ -354,11 +354,11 @@ pub(crate) fn seconds_as_written_text(text: &str, unit: Option<TimeUnit>) -> Opt
     plain.then_some(text)
 }
 
-/// A number's text when it is already what `float` then `Display` would
-/// write: plain decimal digits, no exponent, no trailing zero after the
-/// point, at most 15 significant digits (which an f64 keeps exactly, so
-/// the shortest form is these digits). Saves a parse and a format on the
-/// common case.
+/// What `float` then `Display` would write of a number whose text is
+/// plain decimal digits, no exponent, at most 15 significant digits (which
+/// an f64 keeps exactly, so the shortest form is these digits): the text
+/// less the zeros ending its fraction, and less the point when only zeros
+/// followed it. Saves a parse and a format on the common case.
 pub(crate) fn shortest_as_written<'s>(cell: &'s Cell) -> Option<&'s str> {
     match cell {
         Cell::Number { text, .. } | Cell::Field(text) => shortest_as_written_text(text),
@@ -390,17 +390,19 @@ pub(crate) fn shortest_as_written_text(text: &str) -> Option<&str> {
         None => (digits, &b""[..]),
     };
     let int_ok = int == b"0" || int.first().is_some_and(|&b| b != b'0');
-    let frac_ok = dot.is_none() || frac.last().is_some_and(|&b| b != b'0');
-    if !int_ok || !frac_ok {
+    if !int_ok || dot.is_some() && frac.is_empty() {
         return None;
     }
+    let zeros = frac.iter().rev().take_while(|&&d| d == b'0').count();
+    let frac = &frac[..frac.len() - zeros];
     // Leading zeros do not count: only "0." can start with one.
     let significant = if int == b"0" {
         frac.iter().skip_while(|&&d| d == b'0').count()
     } else {
         int.len() + frac.len()
     };
-    (significant <= 15).then_some(text)
+    let point = usize::from(dot.is_some() && frac.is_empty());
+    (significant <= 15).then(|| &text[..text.len() - zeros - point])
 }
 
 pub(crate) fn integer(cell: &Cell, scratch: &mut Scratch) -> Result<i64, String> {
@@ -822,10 +824,18 @@ mod tests {
             };
             let plain = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
             let int_ok = int == b"0" || (!int.is_empty() && int[0] != b'0' && plain(int));
-            let frac_ok = frac.is_none_or(|f| !f.is_empty() && plain(f) && f.last() != Some(&b'0'));
+            let frac_ok = frac.is_none_or(|f| !f.is_empty() && plain(f));
             if !int_ok || !frac_ok {
                 return None;
             }
+            // Zeros ending the fraction go, and the point if nothing is left.
+            let text = match frac {
+                Some(_) if text.len() > 24 => return None,
+                Some(_) => text.trim_end_matches('0').trim_end_matches('.'),
+                None => text,
+            };
+            let frac =
+                frac.map(|f| &f[..f.len() - f.iter().rev().take_while(|&&d| d == b'0').count()]);
             let all = int.iter().chain(frac.unwrap_or_default());
             let significant = all.skip_while(|&&d| d == b'0').count();
             (significant <= 15 && text.len() <= 24).then_some(text)
@@ -865,7 +875,11 @@ mod tests {
             }
         }
         assert_eq!(shortest_as_written(&number("50.62")), Some("50.62"));
-        assert_eq!(shortest_as_written(&number("1.0")), None);
+        assert_eq!(shortest_as_written(&number("1.0")), Some("1"));
+        assert_eq!(shortest_as_written(&number("-13.50")), Some("-13.5"));
+        assert_eq!(shortest_as_written(&number("100.00")), Some("100"));
+        assert_eq!(shortest_as_written(&number("0.0")), Some("0"));
+        assert_eq!(shortest_as_written(&number("1.")), None);
         assert_eq!(shortest_as_written(&number("1234567890123456")), None);
     }
 
