@@ -632,7 +632,7 @@ mod tests {
                 let rows_result = (0..rows).try_for_each(|row| {
                     let cell = |slot: usize| columns[slot].as_ref().map(|c| c.cell(row));
                     let origin = || Origin::in_stream("x", 0, row as u64, false);
-                    mapping.push_row(&mut by_rows, cell, |_| None, opts, origin, b"")
+                    mapping.push_row(&mut by_rows, cell, (|_| None, &[]), opts, origin, b"")
                 });
                 let summary = |done: &mut Converted| {
                     let tally = done.tally.as_mut().map(|t| t.summary(&rules));

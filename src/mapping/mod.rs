@@ -24,7 +24,7 @@ use crate::decode::parquet::{self, ParquetSource};
 use crate::decode::structural::{Index, plain_number_at};
 use crate::error::{BadRecord, Error, Origin, Result};
 use crate::schema::{AvroType, Dataset, Rule, Schema, SchemaField, normalize_name};
-use crate::sink::csv::{Dialect, push_field, push_plain};
+use crate::sink::csv::{Dialect, push_field, push_plain_within};
 use crate::validate::{RowRules, Tally};
 use arrow_array::RecordBatch;
 pub(crate) use value::Cell;
@@ -575,9 +575,10 @@ impl Mapping {
     /// row's values stay in `row` for the output check.
     pub(crate) fn write_row<'c>(
         &self,
-        (mut cell, mut as_written): (
+        (mut cell, mut as_written, within): (
             impl FnMut(usize) -> Option<Cell<'c>>,
             impl FnMut(usize) -> Option<(&'c str, bool)>,
+            &[u8],
         ),
         row: &mut RowBuf,
         out: &mut Vec<u8>,
@@ -611,7 +612,7 @@ impl Mapping {
                         // Digits, sign, point and exponent, or a text known
                         // to be plain: nothing to quote or escape.
                         debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
-                        push_plain(out, text.as_bytes());
+                        push_plain_within(out, text.as_bytes(), within);
                     } else {
                         push_field(out, text, dialect);
                     }
@@ -1029,7 +1030,7 @@ impl Mapping {
         &self,
         done: &mut Converted,
         cell: impl FnMut(usize) -> Option<Cell<'c>>,
-        as_written: impl FnMut(usize) -> Option<(&'c str, bool)>,
+        (as_written, within): (impl FnMut(usize) -> Option<(&'c str, bool)>, &[u8]),
         opts: RowOptions,
         origin: impl FnOnce() -> Origin,
         raw: &[u8],
@@ -1049,7 +1050,7 @@ impl Mapping {
             rules.begin_row(tally);
         }
         let written = self.write_row(
-            (cell, as_written),
+            (cell, as_written, within),
             &mut done.row,
             &mut done.csv,
             &mut done.seen,
@@ -1173,7 +1174,14 @@ impl Mapping {
             }
             let cell = |slot: usize| texts[slot].map(Cell::from_text);
             let row = done.records;
-            self.push_row(&mut done, cell, |_| None, opts, || origin(before, row), raw)?;
+            self.push_row(
+                &mut done,
+                cell,
+                (|_| None, &[]),
+                opts,
+                || origin(before, row),
+                raw,
+            )?;
         }
         Ok(done)
     }
@@ -1215,7 +1223,7 @@ impl Mapping {
             for row in 0..batch.num_rows() {
                 let cell = |slot: usize| columns[slot].as_ref().map(|c| c.cell(row));
                 let at = done.records;
-                self.push_row(&mut done, cell, |_| None, opts, || origin(at), b"")?;
+                self.push_row(&mut done, cell, (|_| None, &[]), opts, || origin(at), b"")?;
             }
         }
         Ok(done)
@@ -1298,7 +1306,7 @@ impl Mapping {
             self.push_row(
                 &mut done,
                 cell,
-                as_written,
+                (as_written, buf),
                 opts,
                 || origin(span.0, row),
                 raw,

@@ -90,6 +90,34 @@ pub(crate) fn push_plain(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// `push_plain` for bytes that may lie inside `within`, the buffer they
+/// were sliced from: when the 16 bytes from their start do, one 16-byte
+/// copy whatever their length (at most 16), without `push_plain`'s
+/// branches on it, which a column of values of mixed lengths mispredicts.
+#[inline(always)]
+pub(crate) fn push_plain_within(out: &mut Vec<u8>, bytes: &[u8], within: &[u8]) {
+    let n = bytes.len();
+    // Past the end of `within` (or before its start, wrapping) unless
+    // `bytes` starts inside it.
+    let at = (bytes.as_ptr() as usize).wrapping_sub(within.as_ptr() as usize);
+    let window = at
+        .checked_add(16)
+        .and_then(|end| within.get(at..end))
+        .filter(|_| n <= 16);
+    let Some(window) = window else {
+        return push_plain(out, bytes);
+    };
+    out.reserve(16);
+    let len = out.len();
+    // SAFETY: `reserve` made room for 16 bytes past `len`, and `window` is
+    // 16 bytes long. It starts at the address `bytes` does, so its first
+    // n <= 16 bytes are those of `bytes`: the new length covers them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(window.as_ptr(), out.as_mut_ptr().add(len), 16);
+        out.set_len(len + n);
+    }
+}
+
 /// `push_field` for a field holding a byte it must quote, escape or
 /// replace.
 #[cold]
@@ -146,6 +174,28 @@ mod tests {
                 push_field(&mut out, &text[..n], dialect);
                 push_field(&mut out, &text[n..], dialect);
                 assert_eq!(out, format!("row,{text}").as_bytes(), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn plain_bytes_from_within_a_buffer_are_appended_whole() {
+        let buf = b"0123456789abcdefghijklmnopqrstuv";
+        let other = b"ZYXWVUTSRQPONMLKJIHGFEDCBA".to_vec();
+        for start in 0..=buf.len() {
+            for n in 0..=(buf.len() - start).min(20) {
+                let bytes = &buf[start..start + n];
+                // Inside the buffer (near its end too, where no 16 bytes
+                // follow), outside it, and inside a part of it that ends
+                // before the bytes do.
+                let part = &buf[..start + n / 2];
+                for within in [&buf[..], &other[..], part, &[]] {
+                    let mut out = b"row,".to_vec();
+                    push_plain_within(&mut out, bytes, within);
+                    out.push(b'|');
+                    let want = [b"row,", bytes, b"|"].concat();
+                    assert_eq!(out, want, "{start} {n}");
+                }
             }
         }
     }
