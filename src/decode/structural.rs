@@ -476,7 +476,7 @@ impl Index {
             buf,
             |block| classify_avx2(block),
             |x| prefix_xor_clmul(x),
-            // SAFETY: as `extend_with` says of its `flatten`.
+            // SAFETY: `reset` found AVX2 and POPCNT, which it needs.
             |spare, bits, base| unsafe { flatten_avx2(spare, bits, base) },
         )
     }

@@ -571,8 +571,10 @@ impl Mapping {
     /// (`None` when the record has none), and `as_written` the text of
     /// field `i` where it knows it to be what converting the cell gives,
     /// and whether it knows the text to hold no byte the CSV must quote or
-    /// escape. On a bad value nothing is appended. With `row.keep`, the
-    /// row's values stay in `row` for the output check.
+    /// escape; `within` is the buffer such texts are sliced from (empty for
+    /// none), which lets a short one be copied 16 bytes at once. On a bad
+    /// value nothing is appended. With `row.keep`, the row's values stay in
+    /// `row` for the output check.
     pub(crate) fn write_row<'c>(
         &self,
         (mut cell, mut as_written, within): (
@@ -1024,8 +1026,9 @@ fn value_kind(reason: &str) -> &'static str {
 }
 
 impl Mapping {
-    /// Counts one record and appends its row; a bad value fails the run or
-    /// sets the record aside (`raw` is its source text).
+    /// Counts one record and appends its row (`as_written` and `within` as
+    /// `write_row` takes them); a bad value fails the run or sets the
+    /// record aside (`raw` is its source text).
     fn push_row<'c>(
         &self,
         done: &mut Converted,

@@ -390,7 +390,7 @@ pub(crate) fn shortest_as_written_text(text: &str) -> Option<&str> {
         None => (digits, &b""[..]),
     };
     let int_ok = int == b"0" || int.first().is_some_and(|&b| b != b'0');
-    if !int_ok || dot.is_some() && frac.is_empty() {
+    if !int_ok || (dot.is_some() && frac.is_empty()) {
         return None;
     }
     let zeros = frac.iter().rev().take_while(|&&d| d == b'0').count();
