@@ -30,7 +30,7 @@ use crate::config::{ConvertConfig, CsvDest, Target};
 use crate::decode::csv::{self, Header};
 use crate::decode::json::{Scanner, Selector, Splitter};
 use crate::decode::parquet::ParquetSource;
-use crate::decode::{self, Boundaries, Chunk, ChunkReader, Compression, Format};
+use crate::decode::{self, Boundaries, Chunk, ChunkReader, Compression, Format, Source};
 use crate::error::{Error, Result};
 use crate::mapping::{self, Cell, Converted, FirstRecord, Mapping};
 use crate::progress::Progress;
@@ -392,7 +392,7 @@ fn is_part_of(object: &Object, target: &Target) -> bool {
 pub(crate) struct ObjectStreams<'a>(Prefetch<'a>);
 
 impl ObjectStreams<'_> {
-    pub fn open(&mut self, index: usize) -> Result<Box<dyn Read + Send>> {
+    pub fn open(&mut self, index: usize) -> Result<Box<dyn Source>> {
         self.0.open(index)
     }
 }
@@ -420,7 +420,7 @@ impl<'a> Prefetch<'a> {
     }
 
     /// The raw bytes of object `index`; objects are opened in order.
-    fn open(&mut self, index: usize) -> Result<Box<dyn Read + Send>> {
+    fn open(&mut self, index: usize) -> Result<Box<dyn Source>> {
         let object = &self.objects[index];
         if self.next <= index {
             self.next = index;
@@ -473,19 +473,46 @@ struct ChannelReader {
     current: Bytes,
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl ChannelReader {
+    /// The body chunk being read, the next one if it is used up; empty at
+    /// the end of the body.
+    fn current(&mut self) -> io::Result<&[u8]> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(Ok(bytes)) => self.current = bytes,
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
+        Ok(&self.current)
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let current = self.current()?;
+        let n = buf.len().min(current.len());
+        buf[..n].copy_from_slice(&current[..n]);
         self.current.advance(n);
         Ok(n)
+    }
+}
+
+impl Source for ChannelReader {
+    /// Copies the body chunks straight into `buf`'s spare room.
+    fn append(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+        let mut appended = 0;
+        while appended < limit {
+            let current = self.current()?;
+            if current.is_empty() {
+                break;
+            }
+            let n = current.len().min(limit - appended);
+            buf.extend_from_slice(&current[..n]);
+            self.current.advance(n);
+            appended += n;
+        }
+        Ok(appended)
     }
 }
 
@@ -528,10 +555,10 @@ struct Opened {
     format: Format,
     /// For CSV: given, or detected from the header line.
     delimiter: u8,
-    stream: Box<dyn Read + Send>,
+    stream: Box<dyn Source>,
 }
 
-fn open(object: &Object, raw: Box<dyn Read + Send>, cfg: &ConvertConfig) -> Result<Opened> {
+fn open(object: &Object, raw: Box<dyn Source>, cfg: &ConvertConfig) -> Result<Opened> {
     let read_err = |what: &str, source| Error::Read {
         key: object.name.clone(),
         what: what.to_string(),
@@ -542,7 +569,7 @@ fn open(object: &Object, raw: Box<dyn Read + Send>, cfg: &ConvertConfig) -> Resu
     let compression = cfg
         .compression
         .unwrap_or_else(|| decode::detect_compression(&object.key, &head));
-    let raw: Box<dyn Read + Send> = Box::new(Read::chain(io::Cursor::new(head), raw));
+    let raw: Box<dyn Source> = Box::new(Read::chain(io::Cursor::new(head), raw));
     let mut stream = decode::decompress(raw, compression)
         .map_err(|e| read_err("cannot start decompressing", e))?;
     let head = peek(&mut stream, 1024)
@@ -601,7 +628,7 @@ impl Work {
 
 /// Opens a Parquet object for row-group reads: local files in place, remote
 /// objects spooled to a temporary file first (Parquet needs random access).
-fn open_parquet(object: &Object, raw: Box<dyn Read + Send>) -> Result<ParquetSource> {
+fn open_parquet(object: &Object, raw: Box<dyn Source>) -> Result<ParquetSource> {
     let fail = |what: &str, source: io::Error| Error::Read {
         key: object.name.clone(),
         what: what.to_string(),
@@ -640,7 +667,7 @@ struct ObjectReader<'a> {
     object: &'a Object,
     format: Format,
     decompressed: bool,
-    reader: ChunkReader<Box<dyn Read + Send>>,
+    reader: ChunkReader<Box<dyn Source>>,
     decoder: Option<Decoder>,
     delimiter: u8,
 }

@@ -9,7 +9,7 @@
 pub mod store;
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 
+use crate::decode::Source;
 use crate::error::{Error, Result};
 use store::{StoreUrl, Stores};
 
@@ -48,7 +49,7 @@ pub struct Object {
 
 impl Object {
     /// Opens a local object; remote objects are fetched by the pipeline.
-    pub(crate) fn open_local(&self, path: &Path) -> Result<Box<dyn Read + Send>> {
+    pub(crate) fn open_local(&self, path: &Path) -> Result<Box<dyn Source>> {
         let file = fs::File::open(path).map_err(|source| Error::Read {
             key: self.name.clone(),
             what: "cannot open".into(),
