@@ -823,17 +823,12 @@ fn convert_work(
         ),
     };
     match converted {
-        Ok(mut converted) => {
-            if let Some(tally) = &mut converted.tally {
-                tally.seal();
-            }
-            Done::Rows {
-                object: index,
-                converted: Box::new(converted),
-                last,
-                json,
-            }
-        }
+        Ok(converted) => Done::Rows {
+            object: index,
+            converted: Box::new(converted),
+            last,
+            json,
+        },
         Err(error) => Done::Failed {
             object: index,
             error,

@@ -209,12 +209,6 @@ impl Tally {
         )
     }
 
-    /// Readies a chunk's tally to leave its thread: see `UserCounts::seal`.
-    pub(crate) fn seal(&mut self) {
-        self.stats.settle();
-        self.stats.per_user.seal();
-    }
-
     /// Folds in a later stretch whose lines are counted from `line_base`.
     pub(crate) fn merge(&mut self, other: Tally, line_base: u64) {
         let empty = self.findings.list.is_empty() && self.findings.index.is_empty();
@@ -302,13 +296,12 @@ impl RowRules {
     }
 
     /// An empty tally for a stretch of rows of this run, with room for
-    /// about `users` users (at least 64, at most 8,192: past that the
-    /// table grows as it fills).
+    /// about `users` users met (at most `USERS_MET`).
     pub(crate) fn tally(&self, users: usize) -> Tally {
         let mut tally = Tally::default();
         tally.stats.users = Distinct::below(self.bounds[0].load(Ordering::Relaxed));
         tally.stats.items = Distinct::below(self.bounds[1].load(Ordering::Relaxed));
-        tally.stats.per_user = UserCounts::spare(users.clamp(64, 8192));
+        tally.stats.met = Vec::with_capacity(users.min(USERS_MET));
         tally
     }
 
@@ -383,11 +376,11 @@ impl RowRules {
     }
 
     /// Makes room at once for `distinct` more users when column `col` holds
-    /// user ids, about to be counted a distinct value at a time: the
-    /// table is sized once, not doubled and rehashed up to its size.
+    /// user ids, about to be counted a distinct value at a time.
     pub(crate) fn expect(&self, col: usize, distinct: usize, tally: &mut Tally) {
         if self.roles[col] == Role::UserId {
-            tally.stats.per_user.reserve(distinct);
+            let stats = &mut tally.stats;
+            stats.met.reserve(distinct.min(USERS_MET - stats.met.len()));
         }
     }
 
@@ -1231,10 +1224,14 @@ struct Stats {
     /// a chance near one in a million, and the table stays small and cheap
     /// to merge.
     per_user: UserCounts,
-    /// The last user's hash and count, added to `per_user` with the next
-    /// user's (or by `settle`): the slot, asked for when the user comes,
-    /// arrives from memory meanwhile.
-    pending: Option<(u64, u32)>,
+    /// The users met since, in order, each with its count: added to
+    /// `per_user` by `settle`, when they reach `USERS_MET`, or when the
+    /// writer merges them into the run's tally. A chunk's rows seldom
+    /// meet a user twice, so counting them in a table of the chunk's own
+    /// and merging that cost twice the work (and the table a quarter of
+    /// the core's cache): a worker only lists them, and the writer counts
+    /// each in the run's table.
+    met: Vec<(u64, u32)>,
     users_capped: bool,
     users: Distinct,
     items: Distinct,
@@ -1303,55 +1300,13 @@ impl EventCounts {
 /// run's samples, 0.6 CPU s on the benchmark): `merge` asks for each slot
 /// a few users ahead, which a map type does not let it do.
 ///
-/// A sealed table (`seal`) is its counts packed, with no free slot: `add`
-/// and `reserve` rebuild it as a table first, and the rest read it as it
-/// is.
 #[derive(Default)]
 struct UserCounts {
     slots: Vec<(u64, u32)>,
     len: usize,
 }
 
-thread_local! {
-    /// The emptied table of this thread's last chunk (`seal`), for its
-    /// next one. A new table is memory the cache has not seen: counting a
-    /// chunk's users in one missed on most rows (three quarters of the
-    /// samples in `Stats::user`).
-    static SPARE: std::cell::Cell<Option<UserCounts>> = const { std::cell::Cell::new(None) };
-}
-
-/// The largest table kept as a spare (room for 8,192 users): a chunk with
-/// more users grows its own.
-const SPARE_SLOTS: usize = 16_384;
-
 impl UserCounts {
-    /// An empty table with room for `users`: this thread's spare when it
-    /// has the room.
-    fn spare(users: usize) -> Self {
-        match SPARE.take() {
-            Some(table) if table.slots.len() >= 2 * users => table,
-            _ => UserCounts::with_capacity(users),
-        }
-    }
-
-    /// Packs the counts for sending to another thread, and keeps the
-    /// emptied table as this thread's spare.
-    fn seal(&mut self) {
-        let mut packed = Vec::with_capacity(self.len);
-        for slot in &mut self.slots {
-            if slot.0 != 0 {
-                packed.push(std::mem::take(slot));
-            }
-        }
-        let table = std::mem::replace(&mut self.slots, packed);
-        if table.len() <= SPARE_SLOTS {
-            SPARE.set(Some(UserCounts {
-                slots: table,
-                len: 0,
-            }));
-        }
-    }
-
     /// Room for `users` without growing.
     fn with_capacity(users: usize) -> Self {
         UserCounts {
@@ -1395,14 +1350,6 @@ impl UserCounts {
         self.resize(self.slots.len().max(8));
     }
 
-    /// Room for `more` users besides those counted, without growing.
-    fn reserve(&mut self, more: usize) {
-        let users = self.len + more;
-        if users * 2 > self.slots.len() {
-            self.resize(users);
-        }
-    }
-
     /// The counts moved into a table with room for `users`.
     fn resize(&mut self, users: usize) {
         let old = std::mem::replace(self, UserCounts::with_capacity(users));
@@ -1417,15 +1364,16 @@ impl UserCounts {
         hash.max(1) as usize & (self.slots.len() - 1)
     }
 
-    /// Adds every count of `other`, asking for each slot a few users
-    /// ahead. False when a new user was refused at `limit`.
-    fn add_all(&mut self, other: &UserCounts, limit: usize) -> bool {
-        // Slots ahead, about half of them users: far enough for a load from
-        // memory to arrive before its user comes up.
+    /// Adds every count of `counts` (a hash of 0 is a free slot, skipped),
+    /// asking for each slot a few ahead. False when a new user was refused
+    /// at `limit`.
+    fn add_all(&mut self, counts: &[(u64, u32)], limit: usize) -> bool {
+        // Far enough for a load from memory to arrive before its user
+        // comes up.
         const AHEAD: usize = 16;
         let mut all = true;
-        for (i, &(hash, n)) in other.slots.iter().enumerate() {
-            if let Some(&(ahead, _)) = other.slots.get(i + AHEAD)
+        for (i, &(hash, n)) in counts.iter().enumerate() {
+            if let Some(&(ahead, _)) = counts.get(i + AHEAD)
                 && ahead != 0
             {
                 self.prefetch(ahead);
@@ -1463,39 +1411,45 @@ impl UserCounts {
 /// buckets cover the first ones only (and say so).
 const USERS_TRACKED: usize = 5_000_000;
 
+/// Users a tally lists as met (`Stats::met`) before it counts them in its
+/// own table: 256 KiB, more than a JSON chunk's rows.
+const USERS_MET: usize = 16_384;
+
 impl Stats {
     /// Counts `n` interactions of user `id`.
     fn user(&mut self, id: &str, n: u64) {
         let hash = Distinct::hash(id);
         self.users.add_hash(hash);
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.per_user.prefetch(hash);
-        if let Some((hash, n)) = self.pending.replace((hash, n)) {
-            self.count_user(hash, n);
+        // A hash of 0 marks a free slot in `per_user`.
+        self.met
+            .push((hash.max(1), u32::try_from(n).unwrap_or(u32::MAX)));
+        if self.met.len() >= USERS_MET {
+            self.settle();
         }
     }
 
-    fn count_user(&mut self, hash: u64, n: u32) {
-        if !self.per_user.add(hash, n, USERS_TRACKED) {
+    /// Counts `counts` in `per_user`, in order.
+    fn count_users(&mut self, counts: &[(u64, u32)]) {
+        if !self.per_user.add_all(counts, USERS_TRACKED) {
             self.users_capped = true;
         }
     }
 
-    /// Adds the pending user: `per_user` and `users_capped` are then whole.
+    /// Counts the users met: `per_user` and `users_capped` are then whole.
     fn settle(&mut self) {
-        if let Some((hash, n)) = self.pending.take() {
-            self.count_user(hash, n);
-        }
+        let met = std::mem::take(&mut self.met);
+        self.count_users(&met);
+        self.met = met;
+        self.met.clear();
     }
 
-    /// Folds in the counts of other rows.
-    fn merge(&mut self, mut other: Stats) {
+    /// Folds in the counts of later rows: their users are counted after
+    /// these, those `other` counted before those it met.
+    fn merge(&mut self, other: Stats) {
         self.settle();
-        other.settle();
         self.rows += other.rows;
-        if !self.per_user.add_all(&other.per_user, USERS_TRACKED) {
-            self.users_capped = true;
-        }
+        self.count_users(&other.per_user.slots);
+        self.count_users(&other.met);
         self.users_capped |= other.users_capped;
         self.users.merge(other.users);
         self.items.merge(other.items);
@@ -1732,35 +1686,14 @@ mod tests {
             assert!(table.add(hash, n, usize::MAX));
             *map.entry(hash.max(1)).or_insert(0) += n;
             if round % 7_000 == 6_999 {
-                // Sealed, the same counts packed; the emptied table is the
-                // thread's next spare; adding rebuilds the packed one.
+                // Merged into another table, the same counts.
                 let before: std::collections::BTreeMap<_, _> = table.iter().collect();
-                let slots = table.slots.len();
-                table.seal();
-                assert_eq!(table.slots.len(), table.len());
-                assert_eq!(
-                    table.iter().collect::<std::collections::BTreeMap<_, _>>(),
-                    before
-                );
                 let mut merged = UserCounts::default();
-                assert!(merged.add_all(&table, usize::MAX));
+                assert!(merged.add_all(&table.slots, usize::MAX));
                 assert_eq!(
                     merged.iter().collect::<std::collections::BTreeMap<_, _>>(),
                     before
                 );
-                let spare = UserCounts::spare(64);
-                assert_eq!((spare.slots.len(), spare.len()), (slots, 0));
-                assert!(spare.slots.iter().all(|&slot| slot == (0, 0)));
-                continue;
-            }
-            if round % 5_000 == 0 {
-                // Room made ahead keeps every count: none when the users
-                // fit, at once when they do not.
-                let (slots, free) = (table.slots.len(), table.slots.len() / 2 - table.len());
-                table.reserve(free);
-                assert_eq!(table.slots.len(), slots);
-                table.reserve(free + 1);
-                assert!(table.slots.len() >= 2 * (table.len() + free + 1));
             }
         }
         let mut got: Vec<_> = table.iter().collect();
@@ -1777,6 +1710,51 @@ mod tests {
         let mut got: Vec<_> = table.iter().collect();
         got.sort();
         assert_eq!(got, [(7, u32::MAX), (9, 1)]);
+    }
+
+    #[test]
+    fn users_met_count_alike_in_one_tally_or_in_merged_stretches() {
+        let field = |name: &str, ty| Field {
+            name: name.into(),
+            ty,
+            nullable: false,
+            categorical: false,
+            textual: false,
+        };
+        let fields = vec![
+            field("USER_ID", AvroType::String),
+            field("ITEM_ID", AvroType::String),
+        ];
+        let rules = RowRules::new("x.csv", fields, Dataset::Interactions);
+        // More users than a tally lists before counting them itself, some
+        // met again far apart.
+        let users: Vec<String> = (0..3 * USERS_MET as u64 + 17)
+            .map(|i| format!("u{}", (i * 7_919) % (2 * USERS_MET as u64)))
+            .collect();
+        let count = |tally: &mut Tally, rows: &[String], first: usize| {
+            for (k, user) in rows.iter().enumerate() {
+                rules.row([user.as_str(), "i"].into_iter(), tally, (first + k) as u64);
+            }
+        };
+        let mut whole = rules.tally(64);
+        count(&mut whole, &users, 1);
+        let expected = whole.summary(&rules);
+        for stretch in [1_000, USERS_MET - 1, USERS_MET + 1, 3 * USERS_MET] {
+            // As the writer folds the workers' tallies in, in order.
+            let mut run = Tally::default();
+            for (k, rows) in users.chunks(stretch).enumerate() {
+                let mut part = rules.tally(stretch);
+                count(&mut part, rows, 1);
+                run.merge(part, (k * stretch) as u64);
+            }
+            assert_eq!(run.summary(&rules), expected, "{stretch}");
+        }
+        let mut buckets = [0; 3];
+        for (_, n) in whole.stats.per_user.iter() {
+            buckets[(n as usize - 1).min(2)] += 1;
+        }
+        assert_eq!(whole.stats.per_user.len(), 2 * USERS_MET);
+        assert_eq!(buckets, [USERS_MET - 17, USERS_MET + 17, 0]);
     }
 
     #[test]
