@@ -496,7 +496,11 @@ impl Index {
         tail[..rest.len()].copy_from_slice(rest);
         // Padding past the end is blank, so nothing there is indexed.
         let last = (!rest.is_empty()).then_some(&tail[..]);
-        let mut base = self.built;
+        let base = self.built;
+        // The positions' masks, flattened once all are found (the walk
+        // takes none of a window that holds what it cannot take).
+        let mut found = [0u64; WINDOW / 64];
+        let mut blocks_done = 0;
         for block in (&mut blocks).chain(last) {
             let block: &[u8; 64] = block.try_into().expect("64 bytes");
             let m = classify(block);
@@ -511,7 +515,7 @@ impl Index {
             }
             let mut esc = escaped;
             while esc != 0 {
-                let at = base + esc.trailing_zeros() as usize;
+                let at = base + 64 * blocks_done + esc.trailing_zeros() as usize;
                 let ok = match buf.get(at) {
                     Some(b'u') => buf
                         .get(at + 1..at + 5)
@@ -529,7 +533,14 @@ impl Index {
             let scalar = !(m.space | m.op | string);
             let scalar_start = scalar & !((scalar << 1) | self.scalar_carry);
             self.scalar_carry = scalar >> 63;
-            let bits = (m.op & !string) | quote | scalar_start;
+            found[blocks_done] = (m.op & !string) | quote | scalar_start;
+            blocks_done += 1;
+            self.backslash.push(m.backslash);
+        }
+        // Flattened once the window's masks are all found: each block's
+        // positions then wait on nothing of the blocks before.
+        let mut base = self.built;
+        for &bits in &found[..blocks_done] {
             self.pos.reserve(SPARE);
             let len = self.pos.len();
             let spare = self.pos.spare_capacity_mut()[..SPARE]
@@ -539,7 +550,6 @@ impl Index {
             // SAFETY: `flatten` wrote the first `count_ones` slots past the
             // length.
             unsafe { self.pos.set_len(len + bits.count_ones() as usize) };
-            self.backslash.push(m.backslash);
             base += 64;
         }
         self.built = end;
