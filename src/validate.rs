@@ -380,7 +380,9 @@ impl RowRules {
     pub(crate) fn expect(&self, col: usize, distinct: usize, tally: &mut Tally) {
         if self.roles[col] == Role::UserId {
             let stats = &mut tally.stats;
-            stats.met.reserve(distinct.min(USERS_MET - stats.met.len()));
+            stats
+                .met
+                .reserve(distinct.min(USERS_MET.saturating_sub(stats.met.len())));
         }
     }
 
