@@ -1316,9 +1316,8 @@ impl EventCounts {
 /// at most half full, hash 0 marking a free slot (a hash of 0 counts as
 /// 1). The run's table outgrows the cache, and a merge that looked each
 /// user up in it waited on memory for most of them (4% of a two-thread
-/// run's samples, 0.6 CPU s on the benchmark): `merge` asks for each slot
-/// a few users ahead, which a map type does not let it do.
-///
+/// run's samples, 0.6 CPU s on the benchmark): `add_all` asks for each
+/// slot a few users ahead, which a map type does not let it do.
 #[derive(Default)]
 struct UserCounts {
     slots: Vec<(u64, u32)>,
