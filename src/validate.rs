@@ -1446,18 +1446,9 @@ impl Stats {
         }
     }
 
-    /// Counts `counts` in `per_user`, in order.
-    fn count_users(&mut self, counts: &[(u64, u32)]) {
-        if !self.per_user.add_all(counts, USERS_TRACKED) {
-            self.users_capped = true;
-        }
-    }
-
     /// Counts the users met: `per_user` and `users_capped` are then whole.
     fn settle(&mut self) {
-        let met = std::mem::take(&mut self.met);
-        self.count_users(&met);
-        self.met = met;
+        self.users_capped |= !self.per_user.add_all(&self.met, USERS_TRACKED);
         self.met.clear();
     }
 
@@ -1466,8 +1457,9 @@ impl Stats {
     fn merge(&mut self, other: Stats) {
         self.settle();
         self.rows += other.rows;
-        self.count_users(&other.per_user.slots);
-        self.count_users(&other.met);
+        for counts in [&other.per_user.slots, &other.met] {
+            self.users_capped |= !self.per_user.add_all(counts, USERS_TRACKED);
+        }
         self.users_capped |= other.users_capped;
         self.users.merge(other.users);
         self.items.merge(other.items);

@@ -539,18 +539,16 @@ impl Index {
         }
         // Flattened once the window's masks are all found: each block's
         // positions then wait on nothing of the blocks before.
-        let mut base = self.built;
-        for &bits in &found[..blocks_done] {
+        for (k, &bits) in found[..blocks_done].iter().enumerate() {
             self.pos.reserve(SPARE);
             let len = self.pos.len();
             let spare = self.pos.spare_capacity_mut()[..SPARE]
                 .as_mut_array()
                 .expect("SPARE slots");
-            flatten(spare, bits, base);
+            flatten(spare, bits, base + 64 * k);
             // SAFETY: `flatten` wrote the first `count_ones` slots past the
             // length.
             unsafe { self.pos.set_len(len + bits.count_ones() as usize) };
-            base += 64;
         }
         self.built = end;
     }
