@@ -75,6 +75,9 @@ fn decode(c: &mut Criterion) {
     group.bench_function("scan_json_indexed", |b| {
         b.iter(|| bench::scan_json(black_box(&input), &paths, true))
     });
+    group.bench_function("index_json", |b| {
+        b.iter(|| bench::index_json(black_box(&input)))
+    });
     group.bench_function("split_json", |b| {
         b.iter(|| bench::split_json(black_box(&input)))
     });

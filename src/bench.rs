@@ -33,6 +33,12 @@ pub fn scan_json(buf: &[u8], paths: &[&str], indexed: bool) -> usize {
     records
 }
 
+/// Builds the structural index of `buf` as the walk does, window by
+/// window; the positions found (0 where the walk would not take `buf`).
+pub fn index_json(buf: &[u8]) -> usize {
+    Index::default().count_all(buf).unwrap_or(0)
+}
+
 /// Finds the last record boundary in `buf`, as the reader does to cut
 /// chunks.
 pub fn split_json(buf: &[u8]) -> usize {

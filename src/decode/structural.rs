@@ -38,7 +38,38 @@ pub(crate) struct Index {
     scalar_carry: u64,
     /// The buffer holds what the walk cannot take (see `reset`).
     bad: bool,
-    avx2: bool,
+    simd: Simd,
+}
+
+/// The instructions the index is built with, the widest the CPU has.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Simd {
+    /// SSE2 alone (part of every x86_64), or no vectors off x86_64.
+    #[default]
+    Base,
+    Avx2,
+    /// 64 bytes a compare, each straight to a mask.
+    Avx512,
+}
+
+impl Simd {
+    /// The widest the CPU has.
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("bmi1")
+                && is_x86_feature_detected!("popcnt")
+                && is_x86_feature_detected!("pclmulqdq");
+            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                return Simd::Avx512;
+            }
+            if avx2 {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    }
 }
 
 /// Bytes indexed at a time (small in unit tests, so that they cross
@@ -161,6 +192,37 @@ fn classify_avx2(block: &[u8; 64]) -> Block {
         quote: bits(&|v| eq(v, b'"')),
         backslash: bits(&|v| eq(v, b'\\')),
         space: bits(&|v| _mm256_cmpeq_epi8(_mm256_shuffle_epi8(blanks, v), v)),
+        op: op & !control,
+        control,
+    }
+}
+
+/// The same masks with AVX-512, the whole block in one register: each
+/// compare gives its mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn classify_avx512(block: &[u8; 64]) -> Block {
+    use std::arch::x86_64::*;
+    // SAFETY: the load reads the block's 64 bytes.
+    let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+    let eq = |b: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b as i8));
+    // `classify_avx2`'s tables, in each 16-byte lane.
+    let table = |t: [u8; 16]| {
+        // SAFETY: reads the 16 bytes of `t`.
+        let lane = unsafe { _mm_loadu_si128(t.as_ptr().cast::<__m128i>()) };
+        _mm512_broadcast_i32x4(lane)
+    };
+    let blanks = table([
+        b' ', 100, 100, 100, 17, 100, 113, 2, 100, b'\t', b'\n', 112, 100, b'\r', 100, 100,
+    ]);
+    let ops = table([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b':', b'{', b',', b'}', 0, 0]);
+    let control = _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f));
+    let folded = _mm512_or_si512(v, _mm512_set1_epi8(0x20));
+    let op = _mm512_cmpeq_epi8_mask(_mm512_shuffle_epi8(ops, v), folded);
+    Block {
+        quote: eq(b'"'),
+        backslash: eq(b'\\'),
+        space: _mm512_cmpeq_epi8_mask(_mm512_shuffle_epi8(blanks, v), v),
         op: op & !control,
         control,
     }
@@ -428,6 +490,33 @@ unsafe fn flatten_avx2(spare: &mut [MaybeUninit<u32>; SPARE], bits: u64, base: u
     }
 }
 
+/// `flatten` sixteen bits at a time: the positions of each sixteen
+/// packed into a register (`vpcompressd`, kept off memory, where it is
+/// slow on some CPUs) and stored at once, the next sixteen's just past
+/// them.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F and POPCNT.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn flatten_avx512(spare: &mut [MaybeUninit<u32>; SPARE], bits: u64, base: usize) {
+    use std::arch::x86_64::*;
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let mut at = _mm512_add_epi32(iota, _mm512_set1_epi32(base as i32));
+    let sixteen = _mm512_set1_epi32(16);
+    let mut n = 0;
+    for k in 0..4 {
+        let some = (bits >> (16 * k)) as u16;
+        let v = _mm512_maskz_compress_epi32(some, at);
+        // SAFETY: at most 48 positions come before the last sixteen bits',
+        // so the sixteen slots from `n` lie within the 72.
+        unsafe { _mm512_storeu_si512(spare.as_mut_ptr().add(n).cast(), v) };
+        n += some.count_ones() as usize;
+        at = _mm512_add_epi32(at, sixteen);
+    }
+}
+
 impl Index {
     /// Starts indexing `buf`, which starts outside any string. False when
     /// the walk cannot take it because it is over 4 GiB; the walk also
@@ -439,13 +528,7 @@ impl Index {
         (self.built, self.cursor, self.len) = (0, 0, buf.len());
         (self.escape_carry, self.in_string, self.scalar_carry) = (0, 0, 0);
         self.bad = u32::try_from(buf.len()).is_err();
-        #[cfg(target_arch = "x86_64")]
-        {
-            self.avx2 = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("bmi1")
-                && is_x86_feature_detected!("popcnt")
-                && is_x86_feature_detected!("pclmulqdq");
-        }
+        self.simd = Simd::detect();
         !self.bad
     }
 
@@ -456,13 +539,11 @@ impl Index {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
-        {
-            if self.avx2 {
-                // SAFETY: `reset` found the features the function is built for.
-                unsafe { self.extend_avx2(buf) };
-            } else {
-                self.extend_with(buf, classify_sse2, prefix_xor, flatten);
-            }
+        match self.simd {
+            // SAFETY: `reset` found the features the functions are built for.
+            Simd::Avx512 => unsafe { self.extend_avx512(buf) },
+            Simd::Avx2 => unsafe { self.extend_avx2(buf) },
+            Simd::Base => self.extend_with(buf, classify_sse2, prefix_xor, flatten),
         }
         #[cfg(not(target_arch = "x86_64"))]
         self.extend_with(buf, classify_bytes, prefix_xor, flatten);
@@ -478,6 +559,18 @@ impl Index {
             |x| prefix_xor_clmul(x),
             // SAFETY: `reset` found AVX2 and POPCNT, which it needs.
             |spare, bits, base| unsafe { flatten_avx2(spare, bits, base) },
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,bmi1,popcnt,pclmulqdq")]
+    fn extend_avx512(&mut self, buf: &[u8]) {
+        self.extend_with(
+            buf,
+            |block| classify_avx512(block),
+            |x| prefix_xor_clmul(x),
+            // SAFETY: `reset` found AVX-512F and POPCNT, which it needs.
+            |spare, bits, base| unsafe { flatten_avx512(spare, bits, base) },
         )
     }
 
@@ -551,6 +644,19 @@ impl Index {
             unsafe { self.pos.set_len(len + bits.count_ones() as usize) };
         }
         self.built = end;
+    }
+
+    /// Indexes all of `buf` a window at a time, dropping each window's
+    /// positions once counted (the criterion benches' index stage): the
+    /// positions found, or `None` where the walk could not take `buf`.
+    pub fn count_all(&mut self, buf: &[u8]) -> Option<usize> {
+        self.reset(buf);
+        let mut found = 0;
+        while self.extend(buf) {
+            found += self.pos.len();
+            self.pos.clear();
+        }
+        (!self.bad).then_some(found)
     }
 
     /// A walk over `buf` (the buffer indexed) from where the last one
@@ -1225,18 +1331,21 @@ mod tests {
         }
     }
 
-    /// Indexes all of `buf`, with SSE2 alone if asked; false if the walk
-    /// cannot take it.
-    fn whole(index: &mut Index, buf: &[u8], sse2: bool) -> bool {
+    /// The instruction sets this CPU can build the index with.
+    fn levels() -> Vec<Simd> {
+        let widest = Simd::detect();
+        [Simd::Base, Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .filter(|&l| l == Simd::Base || l == Simd::Avx2 && widest != Simd::Base || l == widest)
+            .collect()
+    }
+
+    /// Indexes all of `buf` with the instructions of `simd`; false if the
+    /// walk cannot take it.
+    fn whole(index: &mut Index, buf: &[u8], simd: Simd) -> bool {
         index.reset(buf);
-        while !index.bad && index.built < buf.len() {
-            #[cfg(target_arch = "x86_64")]
-            if sse2 {
-                index.extend_with(buf, classify_sse2, prefix_xor, flatten);
-                continue;
-            }
-            index.extend(buf);
-        }
+        index.simd = simd;
+        while index.extend(buf) {}
         !index.bad
     }
 
@@ -1295,7 +1404,7 @@ mod tests {
                 buf.extend_from_slice(tokens[(x % tokens.len() as u64) as usize]);
             }
             let mut index = Index::default();
-            if whole(&mut index, &buf, false) {
+            if whole(&mut index, &buf, Simd::Base) {
                 built += 1;
                 assert_eq!(
                     index.pos,
@@ -1303,12 +1412,15 @@ mod tests {
                     "{:?}",
                     String::from_utf8_lossy(&buf)
                 );
-                // Without AVX2, the same.
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let mut sse2 = Index::default();
-                    assert!(whole(&mut sse2, &buf, true));
-                    assert_eq!((sse2.pos, sse2.backslash), (index.pos, index.backslash));
+                // With wider instructions, the same.
+                for simd in levels() {
+                    let mut wide = Index::default();
+                    assert!(whole(&mut wide, &buf, simd), "{simd:?}");
+                    assert_eq!(
+                        (&wide.pos, &wide.backslash),
+                        (&index.pos, &index.backslash),
+                        "{simd:?}"
+                    );
                 }
             }
         }
@@ -1324,19 +1436,15 @@ mod tests {
                 // A digit after it: one scalar with it, or a scalar of its own.
                 buf.push(b);
                 buf.extend_from_slice(b"1 ,\"a\":1]");
-                let mut index = Index::default();
-                // `\1` escapes nothing valid: left to the scanner.
-                let indexed = whole(&mut index, &buf, false);
-                assert_eq!(indexed, b != b'\\', "byte {b:#x} at {at}");
-                if !indexed {
-                    continue;
-                }
-                assert_eq!(index.pos, reference(&buf), "byte {b:#x} at {at}");
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let mut sse2 = Index::default();
-                    assert!(whole(&mut sse2, &buf, true));
-                    assert_eq!(sse2.pos, index.pos, "byte {b:#x} at {at}");
+                for simd in levels() {
+                    let mut index = Index::default();
+                    // `\1` escapes nothing valid: left to the scanner.
+                    let indexed = whole(&mut index, &buf, simd);
+                    assert_eq!(indexed, b != b'\\', "byte {b:#x} at {at}, {simd:?}");
+                    if indexed {
+                        let want = reference(&buf);
+                        assert_eq!(index.pos, want, "byte {b:#x} at {at}, {simd:?}");
+                    }
                 }
             }
         }
@@ -1352,9 +1460,11 @@ mod tests {
             if run % 2 == 1 {
                 buf.extend_from_slice(b"\"}");
             }
-            let mut index = Index::default();
-            assert!(whole(&mut index, &buf, false));
-            assert_eq!(index.pos, reference(&buf), "run of {run}");
+            for simd in levels() {
+                let mut index = Index::default();
+                assert!(whole(&mut index, &buf, simd));
+                assert_eq!(index.pos, reference(&buf), "run of {run}, {simd:?}");
+            }
         }
     }
 
@@ -1381,6 +1491,11 @@ mod tests {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt") {
                 // SAFETY: the features were just found.
                 flatteners.push(("avx2", |s, b, at| unsafe { flatten_avx2(s, b, at) }));
+            }
+            #[cfg(target_arch = "x86_64")]
+            if Simd::detect() == Simd::Avx512 {
+                // SAFETY: the features were just found.
+                flatteners.push(("avx512", |s, b, at| unsafe { flatten_avx512(s, b, at) }));
             }
             for (name, flatten) in flatteners {
                 let mut spare = [MaybeUninit::new(u32::MAX); SPARE];
