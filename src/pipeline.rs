@@ -654,6 +654,15 @@ fn open_parquet(object: &Object, raw: Box<dyn Source>) -> Result<ParquetSource> 
     })
 }
 
+/// The regular file at `path` and its size, to be mapped rather than read
+/// (see `ChunkReader::mapped`). `None` when it cannot be: the stream
+/// already open reads it then, and reports what fails.
+fn mappable(path: &std::path::Path) -> Option<(std::fs::File, u64)> {
+    let file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    meta.is_file().then_some((file, meta.len()))
+}
+
 /// How the chunks of one object are decoded.
 #[derive(Clone)]
 enum Decoder {
@@ -675,11 +684,19 @@ struct ObjectReader<'a> {
 impl<'a> ObjectReader<'a> {
     fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig) -> Self {
         let boundaries = Boundaries::for_format(opened.format, opened.delimiter);
+        let mut reader = ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries);
+        if opened.compression == Compression::None
+            && cfg.mmap
+            && let Location::Local(path) = &object.location
+            && let Some((file, size)) = mappable(path)
+        {
+            reader = reader.mapped(file, size);
+        }
         ObjectReader {
             object,
             format: opened.format,
             decompressed: opened.compression != Compression::None,
-            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
+            reader,
             decoder: None,
             delimiter: opened.delimiter,
         }
@@ -711,7 +728,7 @@ impl<'a> ObjectReader<'a> {
             self.decoder = Some(match self.format {
                 Format::Csv => match csv::read_header(&chunk.bytes, self.delimiter) {
                     Ok(Some((header, end))) => {
-                        chunk.bytes.drain(..end);
+                        chunk.bytes.drop_front(end);
                         chunk.utf8 = None;
                         chunk.base += end as u64;
                         Decoder::Csv(header)
@@ -1037,7 +1054,7 @@ pub(crate) fn scan_records(
                         .has_headers(false)
                         .delimiter(header.delimiter)
                         .flexible(true)
-                        .from_reader(chunk.bytes.as_slice());
+                        .from_reader(&chunk.bytes[..]);
                     for record in csv.byte_records() {
                         if left == 0 {
                             break;
@@ -1901,10 +1918,10 @@ impl Run<'_> {
             scan
         });
         let carry_on = next.guessed && !next.last && scan.value_end(&next.bytes).is_none();
-        let (top, mut bytes) = (start.top, start.bytes);
+        let (top, mut bytes) = (start.top, start.bytes.into_vec());
         bytes.extend_from_slice(&next.bytes);
         let joined = Chunk {
-            bytes,
+            bytes: decode::Bytes::Owned(bytes),
             base: start.base,
             top,
             last: next.last,
@@ -1995,7 +2012,7 @@ fn write_all(
                         // The chunk's bytes from the cut on, not copied
                         // whole again when a long record is carried on.
                         let mut bytes = chunk.bytes;
-                        bytes.drain(..at);
+                        bytes.drop_front(at);
                         let start = Chunk {
                             bytes,
                             base: chunk.base + at as u64,
@@ -2097,7 +2114,7 @@ mod tests {
         // Two row groups can always be in flight.
         assert_eq!([permits(0, 8), permits(0, 4), permits(1, 2)], [4, 2, 1]);
         let chunk = Chunk {
-            bytes: b"{}".to_vec(),
+            bytes: decode::Bytes::Owned(b"{}".to_vec()),
             base: 0,
             top: crate::decode::json::Top::Between,
             last: true,
