@@ -150,15 +150,37 @@ impl SyntaxError {
 #[derive(Debug)]
 pub(crate) struct Selector {
     nodes: Vec<Vec<Entry>>,
-    /// Per node, by `bucket` of a key's length and first byte: 0 when no
-    /// key of the node falls there, `SHARED` when several do, else one
-    /// plus the index of the one that does.
-    buckets: Vec<[u8; 64]>,
+    /// Per node, by `bucket` of a key's length and first byte.
+    buckets: Vec<[Bucket; 64]>,
     slots: usize,
 }
 
-/// A bucket that several keys of a node fall in (see `Selector::buckets`).
-const SHARED: u8 = u8::MAX;
+/// Where a node's keys of one `bucket` are. The one key that falls there
+/// is described inline (length, first and last eight bytes), so that a
+/// lookup waits on this one load rather than on a bucket's number and
+/// then its entry, and only loads the entry once the key matched.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// The key's length, or `EMPTY` when no key falls here, or `SHARED`
+    /// when several do (the node's entries are then searched).
+    len: usize,
+    head: u64,
+    tail: u64,
+    entry: usize,
+}
+
+/// No key is this long (a slice holds at most `isize::MAX` bytes).
+const EMPTY: usize = usize::MAX;
+const SHARED: usize = usize::MAX - 1;
+
+impl Bucket {
+    const NONE: Bucket = Bucket {
+        len: EMPTY,
+        head: 0,
+        tail: 0,
+        entry: 0,
+    };
+}
 
 /// The bucket of a key `len` bytes long whose first byte is `first` (0 for
 /// the empty key).
@@ -232,7 +254,7 @@ impl Selector {
     pub fn new<S: AsRef<str>>(paths: &[S]) -> Self {
         let mut sel = Selector {
             nodes: vec![Vec::new()],
-            buckets: vec![[0; 64]],
+            buckets: Vec::new(),
             slots: paths.len(),
         };
         for (slot, path) in paths.iter().enumerate() {
@@ -251,7 +273,6 @@ impl Selector {
                             Some(child) => child,
                             None => {
                                 sel.nodes.push(Vec::new());
-                                sel.buckets.push([0; 64]);
                                 let child = sel.nodes.len() - 1;
                                 sel.nodes[node][e].child = Some(child);
                                 child
@@ -267,6 +288,25 @@ impl Selector {
                 _ => None,
             };
         }
+        for entries in &sel.nodes {
+            let mut buckets = [Bucket::NONE; 64];
+            for (i, e) in entries.iter().enumerate() {
+                let b = &mut buckets[bucket(e.key.len(), e.key.first().copied().unwrap_or(0))];
+                *b = match b.len {
+                    EMPTY => Bucket {
+                        len: e.key.len(),
+                        head: e.head,
+                        tail: last8(&e.key),
+                        entry: i,
+                    },
+                    _ => Bucket {
+                        len: SHARED,
+                        ..Bucket::NONE
+                    },
+                };
+            }
+            sel.buckets.push(buckets);
+        }
         sel
     }
 
@@ -278,11 +318,6 @@ impl Selector {
         if let Some(i) = self.nodes[node].iter().position(|e| &*e.key == key) {
             return i;
         }
-        let b = &mut self.buckets[node][bucket(key.len(), key.first().copied().unwrap_or(0))];
-        *b = match (*b, u8::try_from(self.nodes[node].len() + 1)) {
-            (0, Ok(one_past)) if one_past < SHARED => one_past,
-            _ => SHARED,
-        };
         self.nodes[node].push(Entry {
             key: key.into(),
             head: head(key),
@@ -318,18 +353,24 @@ impl Selector {
     fn find_headed(&self, node: usize, key: &[u8], first: u64) -> Option<&Entry> {
         // The first eight bytes, the length, then the last eight: keys of
         // up to 16 bytes are told apart without a call to memcmp.
-        let is = |e: &Entry| {
+        let entries = &self.nodes[node];
+        let b = &self.buckets[node][bucket(key.len(), first as u8)];
+        if b.len == key.len() {
+            let same = b.head == first
+                && (key.len() <= 8
+                    || (b.tail == last8(key)
+                        && (key.len() <= 16 || entries[b.entry].key[..] == key[..])));
+            return same.then(|| &entries[b.entry]);
+        }
+        if b.len != SHARED {
+            return None;
+        }
+        entries.iter().find(|e| {
             e.head == first
                 && e.key.len() == key.len()
                 && (key.len() <= 8
                     || (last8(&e.key) == last8(key) && (key.len() <= 16 || e.key[..] == key[..])))
-        };
-        let entries = &self.nodes[node];
-        match self.buckets[node][bucket(key.len(), first as u8)] {
-            0 => None,
-            SHARED => entries.iter().find(|e| is(e)),
-            one_past => entries.get(usize::from(one_past) - 1).filter(|e| is(e)),
-        }
+        })
     }
 }
 
@@ -1343,7 +1384,7 @@ mod tests {
     fn a_selector_finds_each_of_its_keys_and_nothing_else() {
         // Keys that share buckets (same length and first byte, or a
         // collision of the two), the empty key, long keys, a dotted walk,
-        // and more keys than a bucket can number (past 254).
+        // and many keys, most of them sharing a bucket.
         let mut paths: Vec<String> = Vec::from(
             [
                 "",
