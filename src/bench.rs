@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::decode::json::{Capture, Scanner, Selector, Splitter, Top};
 use crate::decode::parquet::ParquetSource;
 use crate::decode::structural::Index;
-use crate::decode::{Bytes, Chunk, Compression, decompress};
+use crate::decode::{Chunk, Compression, decompress};
 use crate::mapping::{self, Mapping, MappingSpec, RowOptions};
 use crate::schema::Dataset;
 use crate::sink::csv::{Dialect, push_field};
@@ -77,7 +77,7 @@ impl Converter {
     /// Converts a buffer of JSON records into CSV rows; the CSV bytes.
     pub fn convert_json(&self, buf: &[u8]) -> usize {
         let chunk = Chunk {
-            bytes: Bytes::Owned(buf.to_vec()),
+            bytes: buf.to_vec(),
             base: 0,
             top: Top::Between,
             last: true,

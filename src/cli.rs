@@ -189,12 +189,6 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "BYTES", hide = true)]
     pub part_bytes: Option<usize>,
 
-    /// Read local files rather than map them into memory. Mapping copies
-    /// nothing, but a file truncated by another process during the run
-    /// then ends the run (SIGBUS) where reading would report it.
-    #[arg(long, help_heading = "Run")]
-    pub no_mmap: bool,
-
     /// Bytes of input per decoding chunk (for tests of chunk boundaries).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub chunk_bytes: Option<usize>,

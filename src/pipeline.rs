@@ -654,15 +654,6 @@ fn open_parquet(object: &Object, raw: Box<dyn Source>) -> Result<ParquetSource> 
     })
 }
 
-/// The regular file at `path` and its size, to be mapped rather than read
-/// (see `ChunkReader::mapped`). `None` when it cannot be: the stream
-/// already open reads it then, and reports what fails.
-fn mappable(path: &std::path::Path) -> Option<(std::fs::File, u64)> {
-    let file = std::fs::File::open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    meta.is_file().then_some((file, meta.len()))
-}
-
 /// How the chunks of one object are decoded.
 #[derive(Clone)]
 enum Decoder {
@@ -684,19 +675,11 @@ struct ObjectReader<'a> {
 impl<'a> ObjectReader<'a> {
     fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig) -> Self {
         let boundaries = Boundaries::for_format(opened.format, opened.delimiter);
-        let mut reader = ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries);
-        if opened.compression == Compression::None
-            && cfg.mmap
-            && let Location::Local(path) = &object.location
-            && let Some((file, size)) = mappable(path)
-        {
-            reader = reader.mapped(file, size);
-        }
         ObjectReader {
             object,
             format: opened.format,
             decompressed: opened.compression != Compression::None,
-            reader,
+            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
             decoder: None,
             delimiter: opened.delimiter,
         }
@@ -728,7 +711,7 @@ impl<'a> ObjectReader<'a> {
             self.decoder = Some(match self.format {
                 Format::Csv => match csv::read_header(&chunk.bytes, self.delimiter) {
                     Ok(Some((header, end))) => {
-                        chunk.bytes.drop_front(end);
+                        chunk.bytes.drain(..end);
                         chunk.utf8 = None;
                         chunk.base += end as u64;
                         Decoder::Csv(header)
@@ -1054,7 +1037,7 @@ pub(crate) fn scan_records(
                         .has_headers(false)
                         .delimiter(header.delimiter)
                         .flexible(true)
-                        .from_reader(&chunk.bytes[..]);
+                        .from_reader(chunk.bytes.as_slice());
                     for record in csv.byte_records() {
                         if left == 0 {
                             break;
@@ -1918,10 +1901,10 @@ impl Run<'_> {
             scan
         });
         let carry_on = next.guessed && !next.last && scan.value_end(&next.bytes).is_none();
-        let (top, mut bytes) = (start.top, start.bytes.into_vec());
+        let (top, mut bytes) = (start.top, start.bytes);
         bytes.extend_from_slice(&next.bytes);
         let joined = Chunk {
-            bytes: decode::Bytes::Owned(bytes),
+            bytes,
             base: start.base,
             top,
             last: next.last,
@@ -2012,7 +1995,7 @@ fn write_all(
                         // The chunk's bytes from the cut on, not copied
                         // whole again when a long record is carried on.
                         let mut bytes = chunk.bytes;
-                        bytes.drop_front(at);
+                        bytes.drain(..at);
                         let start = Chunk {
                             bytes,
                             base: chunk.base + at as u64,
@@ -2114,7 +2097,7 @@ mod tests {
         // Two row groups can always be in flight.
         assert_eq!([permits(0, 8), permits(0, 4), permits(1, 2)], [4, 2, 1]);
         let chunk = Chunk {
-            bytes: decode::Bytes::Owned(b"{}".to_vec()),
+            bytes: b"{}".to_vec(),
             base: 0,
             top: crate::decode::json::Top::Between,
             last: true,

@@ -190,9 +190,6 @@ pub struct ConvertConfig {
     pub part_bytes: usize,
     /// Bytes of (decompressed) input per decoding chunk.
     pub chunk_bytes: usize,
-    /// Map local uncompressed files rather than read them (`--no-mmap`
-    /// turns it off).
-    pub mmap: bool,
     /// Compute the CRC-32 of a single output (a shard's marker records
     /// it); otherwise its part says 0.
     pub checksum: bool,
@@ -557,7 +554,6 @@ impl ConvertConfig {
             threads,
             part_bytes: args.part_bytes.unwrap_or(8 << 20).max(1),
             chunk_bytes: args.chunk_bytes.unwrap_or(1 << 20).max(1),
-            mmap: !args.no_mmap,
             checksum: false,
             dry_run: args.dry_run,
             progress,
@@ -598,7 +594,6 @@ impl ConvertConfig {
             retry_timeout: std::time::Duration::from_secs(input.retry_timeout),
             part_bytes: 8 << 20,
             chunk_bytes: 1 << 20,
-            mmap: true,
             checksum: false,
             dry_run: false,
             progress: false,

@@ -184,60 +184,10 @@ pub(crate) fn decompress<'a>(
     })
 }
 
-/// A chunk's bytes: read into memory, or a span of a file's pages mapped
-/// into ours (no copy; see `ChunkReader::mapped`).
-#[derive(Debug)]
-pub(crate) enum Bytes {
-    Owned(Vec<u8>),
-    /// `map[from..to]`.
-    Mapped {
-        map: memmap2::Mmap,
-        from: usize,
-        to: usize,
-    },
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Owned(v) => v,
-            Bytes::Mapped { map, from, to } => &map[*from..*to],
-        }
-    }
-}
-
-impl Bytes {
-    /// Drops the first `n` bytes.
-    pub fn drop_front(&mut self, n: usize) {
-        match self {
-            Bytes::Owned(v) => drop(v.drain(..n)),
-            Bytes::Mapped { from, to, .. } => *from = (*from + n).min(*to),
-        }
-    }
-
-    /// Keeps the first `n` bytes.
-    pub fn truncate(&mut self, n: usize) {
-        match self {
-            Bytes::Owned(v) => v.truncate(n),
-            Bytes::Mapped { from, to, .. } => *to = (*from + n).min(*to),
-        }
-    }
-
-    /// The bytes in a vector of their own (copied when mapped).
-    pub fn into_vec(self) -> Vec<u8> {
-        match self {
-            Bytes::Owned(v) => v,
-            mapped => mapped.to_vec(),
-        }
-    }
-}
-
 /// A run of whole records from one object.
 #[derive(Debug)]
 pub(crate) struct Chunk {
-    pub bytes: Bytes,
+    pub bytes: Vec<u8>,
     /// Offset of `bytes[0]` in the object's (decompressed) stream.
     pub base: u64,
     /// The top-level state where the chunk starts.
@@ -348,11 +298,6 @@ fn guess_cut(buf: &[u8], from: usize) -> Option<(usize, Top)> {
 /// Cuts a stream into chunks of about `target` bytes at record boundaries.
 pub(crate) struct ChunkReader<R> {
     inner: R,
-    /// The stream's file and its size, when it is mapped a chunk at a time
-    /// rather than read (`mapped`).
-    file: Option<(std::fs::File, u64)>,
-    /// With `file`: the stream's bytes up to here were mapped and scanned.
-    read_to: u64,
     target: usize,
     splitter: Boundaries,
     carry: Vec<u8>,
@@ -381,8 +326,6 @@ impl<R: Source> ChunkReader<R> {
     pub fn new(inner: R, target: usize, boundaries: Boundaries) -> Self {
         ChunkReader {
             inner,
-            file: None,
-            read_to: 0,
             target: target.max(1),
             splitter: boundaries,
             carry: Vec::new(),
@@ -395,19 +338,6 @@ impl<R: Source> ChunkReader<R> {
             chosen: false,
             objects: false,
         }
-    }
-
-    /// Maps the chunks from `file`, `size` bytes long, whose bytes are
-    /// those of the stream, rather than read them: the kernel then copies
-    /// nothing (a copy into buffers not in the CPU's caches cost 0.26 s
-    /// of system time for 1.1 GB, a seventh of a run's CPU). Each chunk
-    /// maps its own span and unmaps it when dropped, so memory stays
-    /// bounded by the chunks in flight. A file truncated by another
-    /// process while mapped makes the pages past its new end unreadable
-    /// (SIGBUS); `--no-mmap` reads instead.
-    pub fn mapped(mut self, file: std::fs::File, size: u64) -> Self {
-        self.file = Some((file, size));
-        self
     }
 
     /// Guess JSON boundaries (`Boundaries::Guess`) from the next chunk on,
@@ -428,27 +358,9 @@ impl<R: Source> ChunkReader<R> {
         }
     }
 
-    /// Chooses how boundaries are found from the stream's first bytes,
-    /// once: objects can be guessed, arrays are split exactly.
-    fn choose(&mut self, buf: &[u8]) {
-        if !self.chosen
-            && let Boundaries::Json(_) = self.splitter
-            && let Some(&first) = buf.iter().find(|b| !b.is_ascii_whitespace())
-        {
-            self.chosen = true;
-            self.objects = first == b'{';
-            if self.objects && self.guess {
-                self.splitter = Boundaries::Guess;
-            }
-        }
-    }
-
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ReadError> {
         if self.done {
             return Ok(None);
-        }
-        if self.file.is_some() {
-            return self.next_mapped();
         }
         let mut buf = std::mem::take(&mut self.carry);
         loop {
@@ -481,7 +393,7 @@ impl<R: Source> ChunkReader<R> {
                 self.done = true;
                 let utf8 = self.check_utf8(&buf);
                 return Ok(Some(Chunk {
-                    bytes: Bytes::Owned(buf),
+                    bytes: buf,
                     base: self.base,
                     top: self.top,
                     last: true,
@@ -490,7 +402,17 @@ impl<R: Source> ChunkReader<R> {
                     utf8,
                 }));
             }
-            self.choose(&buf);
+            if !self.chosen
+                && let Boundaries::Json(_) = self.splitter
+                && let Some(&first) = buf.iter().find(|b| !b.is_ascii_whitespace())
+            {
+                // Objects: boundaries can be guessed. Arrays are split exactly.
+                self.chosen = true;
+                self.objects = first == b'{';
+                if self.objects && self.guess {
+                    self.splitter = Boundaries::Guess;
+                }
+            }
             if let Some(cut) = self.splitter.scan(&buf, scan_from) {
                 self.cut = Some(cut);
             }
@@ -499,7 +421,7 @@ impl<R: Source> ChunkReader<R> {
                 buf.truncate(cut);
                 let utf8 = self.check_utf8(&buf);
                 let chunk = Chunk {
-                    bytes: Bytes::Owned(buf),
+                    bytes: buf,
                     base: self.base,
                     top: self.top,
                     last: false,
@@ -516,87 +438,6 @@ impl<R: Source> ChunkReader<R> {
                     offset: self.base,
                     error: record_too_large(),
                 });
-            }
-        }
-    }
-
-    /// `next_chunk` from the mapped file, cut where reading would cut it:
-    /// each round maps what reading would hold (what was read past the
-    /// last cut, and `target` bytes more).
-    fn next_mapped(&mut self) -> Result<Option<Chunk>, ReadError> {
-        let size = self.file.as_ref().map_or(0, |(_, size)| *size);
-        loop {
-            let start = self.base;
-            let want = if self.started {
-                self.target
-            } else {
-                self.target.max(4)
-            };
-            // The bytes past `start` read (mapped and scanned) already.
-            let scanned = (self.read_to - start) as usize;
-            let left = usize::try_from(size.saturating_sub(start)).unwrap_or(usize::MAX);
-            let len = scanned.saturating_add(want).min(left);
-            let fail = |error| ReadError {
-                offset: start,
-                error,
-            };
-            let mut bytes = match &self.file {
-                Some((file, _)) if len > 0 => {
-                    // SAFETY: the map is read only; what another process
-                    // may do to the file is `mapped`'s caveat.
-                    let map =
-                        unsafe { memmap2::MmapOptions::new().offset(start).len(len).map(file) }
-                            .map_err(fail)?;
-                    Bytes::Mapped {
-                        map,
-                        from: 0,
-                        to: len,
-                    }
-                }
-                _ => Bytes::Owned(Vec::new()),
-            };
-            self.read_to = start + len as u64;
-            let mut scan_from = scanned;
-            if !self.started {
-                self.started = true;
-                if bytes.starts_with(BOM) {
-                    bytes.drop_front(BOM.len());
-                    self.base += BOM.len() as u64;
-                }
-                scan_from = 0;
-            }
-            if len - scanned < want {
-                self.done = true;
-                let utf8 = self.check_utf8(&bytes);
-                return Ok(Some(Chunk {
-                    bytes,
-                    base: self.base,
-                    top: self.top,
-                    last: true,
-                    guessed: false,
-                    end_top: Top::Between,
-                    utf8,
-                }));
-            }
-            self.choose(&bytes);
-            if let Some((cut, top)) = self.splitter.scan(&bytes, scan_from) {
-                bytes.truncate(cut);
-                let utf8 = self.check_utf8(&bytes);
-                let chunk = Chunk {
-                    bytes,
-                    base: self.base,
-                    top: self.top,
-                    last: false,
-                    guessed: matches!(self.splitter, Boundaries::Guess),
-                    end_top: top,
-                    utf8,
-                };
-                self.base += cut as u64;
-                self.top = top;
-                return Ok(Some(chunk));
-            }
-            if bytes.len() > MAX_RECORD {
-                return Err(fail(record_too_large()));
             }
         }
     }
@@ -650,7 +491,7 @@ mod tests {
             let first = reader.next_chunk().unwrap().unwrap();
             assert!(!first.guessed);
             reader.guess_from_now();
-            let mut joined = first.bytes.to_vec();
+            let mut joined = first.bytes.clone();
             let mut rest = 0;
             while let Some(c) = reader.next_chunk().unwrap() {
                 assert_eq!(c.base, joined.len() as u64);
@@ -680,68 +521,13 @@ mod tests {
                     ChunkReader::new(stream, target, Boundaries::Json(Default::default()));
                 let mut got = Vec::new();
                 while let Some(c) = reader.next_chunk().unwrap() {
-                    got.push((c.bytes.to_vec(), c.base, c.last));
+                    got.push((c.bytes, c.base, c.last));
                 }
                 let want: Vec<_> = chunks(input, target)
                     .into_iter()
-                    .map(|c| (c.bytes.to_vec(), c.base, c.last))
+                    .map(|c| (c.bytes, c.base, c.last))
                     .collect();
                 assert_eq!(got, want, "head {head}, target {target}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_mapped_file_is_cut_as_its_stream_is() {
-        let inputs: [&[u8]; 7] = [
-            b"{\"a\":1} {\"b\":\"}{\"}{\"c\":[2]}\n{\"d\":3}{\"e\":4}",
-            b"[{\"a\":1},{\"b\":\"}{\"},{\"c\":[2]},{\"d\":3}]",
-            b"\xEF\xBB\xBF{\"a\":\"\xC3\xA9\"}{\"b\":\"\xFF\"}{\"c\":1}",
-            b"{\"a\":1}{\"b\":",
-            b"a,b\n1,\"x\ny\"\n2,3\n",
-            b" \n",
-            b"",
-        ];
-        let seen = |c: Chunk| {
-            let utf8 = c.utf8;
-            (
-                c.bytes.to_vec(),
-                c.base,
-                c.top,
-                c.last,
-                c.guessed,
-                c.end_top,
-                utf8,
-            )
-        };
-        for input in inputs {
-            let mut file = tempfile::tempfile().unwrap();
-            io::Write::write_all(&mut file, input).unwrap();
-            let boundaries = || match input.first() {
-                Some(b'a') => Boundaries::Csv(csv::Splitter::new(b',')),
-                _ => Boundaries::Json(Default::default()),
-            };
-            for target in 1..input.len() + 2 {
-                for guess in [false, true] {
-                    let mut read = ChunkReader::new(input, target, boundaries());
-                    let mut mapped = ChunkReader::new(&b""[..], target, boundaries())
-                        .mapped(file.try_clone().unwrap(), input.len() as u64);
-                    let (mut got, mut want) = (Vec::new(), Vec::new());
-                    while let Some(c) = mapped.next_chunk().unwrap() {
-                        got.push(seen(c));
-                        if guess {
-                            mapped.guess_from_now();
-                        }
-                    }
-                    while let Some(c) = read.next_chunk().unwrap() {
-                        want.push(seen(c));
-                        if guess {
-                            read.guess_from_now();
-                        }
-                    }
-                    let input = String::from_utf8_lossy(input);
-                    assert_eq!(got, want, "{input:?}, target {target}, guess {guess}");
-                }
             }
         }
     }
@@ -799,7 +585,7 @@ mod tests {
         let input = b"\xEF\xBB\xBF{\"a\":\"}{\"}{\"a\":2}\n[{\"a\":3},{\"a\":4}]";
         for target in 1..input.len() + 2 {
             let got = chunks(input, target);
-            let joined: Vec<u8> = got.iter().flat_map(|c| c.bytes.to_vec()).collect();
+            let joined: Vec<u8> = got.iter().flat_map(|c| c.bytes.clone()).collect();
             assert_eq!(joined, &input[3..], "target {target}");
             let mut offset = 3;
             for c in &got {

@@ -1098,7 +1098,7 @@ impl Mapping {
         decompressed: bool,
         opts: RowOptions,
     ) -> Result<Converted> {
-        let buf = &chunk.bytes[..];
+        let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len(), opts);
         let columns = header.columns(&self.paths);
         let origin =
@@ -1251,7 +1251,7 @@ impl Mapping {
         decompressed: bool,
         opts: RowOptions,
     ) -> Result<Converted> {
-        let buf = &chunk.bytes[..];
+        let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len(), opts);
         let mut caps = vec![Capture::default(); self.selector.slots()];
         // One check of the whole chunk instead of one per string.
