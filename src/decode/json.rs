@@ -153,6 +153,9 @@ pub(crate) struct Selector {
     /// Per node, by `bucket` of a key's length and first byte.
     buckets: Vec<[Bucket; 64]>,
     slots: usize,
+    /// Some key holds a backslash (so a raw key equal to it holds an
+    /// escape, and matches only unescaped).
+    escapes: bool,
 }
 
 /// Where a node's keys of one `bucket` are. The one key that falls there
@@ -194,7 +197,6 @@ pub(crate) struct Entry {
     key: Box<[u8]>,
     /// The key's first eight bytes (see `head`).
     head: u64,
-    escapes: bool,
     /// (slot, priority): an exact top-level key beats a dotted path.
     slots: Vec<(usize, u8)>,
     /// The slot when it is the key's only one and an exact top-level key
@@ -205,12 +207,6 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Whether the key holds a backslash (so a raw key equal to it holds an
-    /// escape, and matches only unescaped).
-    pub fn escapes(&self) -> bool {
-        self.escapes
-    }
-
     /// Captures `value` into this entry's slots, unless a slot holds a
     /// value of higher priority.
     #[inline(always)]
@@ -256,6 +252,7 @@ impl Selector {
             nodes: vec![Vec::new()],
             buckets: Vec::new(),
             slots: paths.len(),
+            escapes: paths.iter().any(|p| p.as_ref().contains('\\')),
         };
         for (slot, path) in paths.iter().enumerate() {
             let path = path.as_ref();
@@ -314,6 +311,14 @@ impl Selector {
         self.slots
     }
 
+    /// Whether some key holds a backslash: a key found by its raw bytes
+    /// then needs a look at whether they hold an escape. Asked of the
+    /// selector, not of the entry found, so that a lookup's answer does
+    /// not wait on a load of the entry.
+    pub fn escapes(&self) -> bool {
+        self.escapes
+    }
+
     fn entry(&mut self, node: usize, key: &[u8]) -> usize {
         if let Some(i) = self.nodes[node].iter().position(|e| &*e.key == key) {
             return i;
@@ -321,7 +326,6 @@ impl Selector {
         self.nodes[node].push(Entry {
             key: key.into(),
             head: head(key),
-            escapes: key.contains(&b'\\'),
             slots: Vec::new(),
             only_exact: None,
             child: None,

@@ -915,9 +915,9 @@ impl Walk<'_> {
             let entry = match node {
                 // A key with an escape matches in its unescaped form.
                 Some(n) => match sel.find_in(n, self.buf, ks, ke) {
-                    // Equal bytes, and the path has no escape: neither has
+                    // Equal bytes, and no path has an escape: neither has
                     // the key.
-                    Some(entry) if !entry.escapes() => Some(entry),
+                    Some(entry) if !sel.escapes() => Some(entry),
                     found if !has_backslash(&self.index.backslash, ks, ke) => found,
                     _ => {
                         let key = &mut self.index.scratch;
