@@ -591,17 +591,24 @@ impl Index {
         let last = (!rest.is_empty()).then_some(&tail[..]);
         let base = self.built;
         // The positions' masks, flattened once all are found (the walk
-        // takes none of a window that holds what it cannot take).
+        // takes none of a window that holds what it cannot take), and the
+        // backslashes'.
         let mut found = [0u64; WINDOW / 64];
+        let mut backslash = [0u64; WINDOW / 64];
         let mut blocks_done = 0;
+        // The carries from block to block, in registers: kept in `self`,
+        // each block's store and the next one's load of it stood in the
+        // chain from block to block.
+        let (mut escape_carry, mut in_string, mut scalar_carry) =
+            (self.escape_carry, self.in_string, self.scalar_carry);
         for block in (&mut blocks).chain(last) {
             let block: &[u8; 64] = block.try_into().expect("64 bytes");
             let m = classify(block);
-            let escaped = escaped(m.backslash, &mut self.escape_carry);
+            let escaped = escaped(m.backslash, &mut escape_carry);
             let quote = m.quote & !escaped;
             // Set from an opening quote up to (not including) its closing one.
-            let inside = prefix_xor(quote) ^ self.in_string;
-            self.in_string = 0u64.wrapping_sub(inside >> 63);
+            let inside = prefix_xor(quote) ^ in_string;
+            in_string = 0u64.wrapping_sub(inside >> 63);
             if m.control & inside != 0 {
                 self.bad = true;
                 return;
@@ -624,25 +631,38 @@ impl Index {
             }
             let string = inside | quote;
             let scalar = !(m.space | m.op | string);
-            let scalar_start = scalar & !((scalar << 1) | self.scalar_carry);
-            self.scalar_carry = scalar >> 63;
+            let scalar_start = scalar & !((scalar << 1) | scalar_carry);
+            scalar_carry = scalar >> 63;
             found[blocks_done] = (m.op & !string) | quote | scalar_start;
+            backslash[blocks_done] = m.backslash;
             blocks_done += 1;
-            self.backslash.push(m.backslash);
         }
+        (self.escape_carry, self.in_string, self.scalar_carry) =
+            (escape_carry, in_string, scalar_carry);
+        self.backslash.extend_from_slice(&backslash[..blocks_done]);
         // Flattened once the window's masks are all found: each block's
-        // positions then wait on nothing of the blocks before.
-        for (k, &bits) in found[..blocks_done].iter().enumerate() {
-            self.pos.reserve(SPARE);
-            let len = self.pos.len();
-            let spare = self.pos.spare_capacity_mut()[..SPARE]
-                .as_mut_array()
-                .expect("SPARE slots");
+        // positions then wait on nothing of the blocks before. Room for
+        // all of them at once, and for the junk past the last.
+        let found = &found[..blocks_done];
+        let total: usize = found.iter().map(|bits| bits.count_ones() as usize).sum();
+        self.pos.reserve(total + SPARE);
+        let mut len = self.pos.len();
+        for (k, &bits) in found.iter().enumerate() {
+            // SAFETY: `len` is at most the length before plus `total`, and
+            // the room reserved goes `SPARE` slots past that.
+            let spare = unsafe {
+                &mut *self
+                    .pos
+                    .as_mut_ptr()
+                    .add(len)
+                    .cast::<[MaybeUninit<u32>; SPARE]>()
+            };
             flatten(spare, bits, base + 64 * k);
-            // SAFETY: `flatten` wrote the first `count_ones` slots past the
-            // length.
-            unsafe { self.pos.set_len(len + bits.count_ones() as usize) };
+            len += bits.count_ones() as usize;
         }
+        // SAFETY: `flatten` wrote each block's positions, `count_ones` of
+        // them, one block's after the other's.
+        unsafe { self.pos.set_len(len) };
         self.built = end;
     }
 
