@@ -426,6 +426,14 @@ impl<'a> Prefetch<'a> {
             self.next = index;
         }
         while self.next < self.objects.len() && self.next < index + self.ahead {
+            if let Location::Local(path) = &self.objects[self.next].location
+                && self.next > index
+                && crate::source::reading_cold()
+                && let Ok(file) = std::fs::File::open(path)
+            {
+                // Its start on its way into the cache while this one is read.
+                crate::source::read_ahead(&file, 0, crate::source::READ_AHEAD);
+            }
             if let Location::Remote { store, path } = &self.objects[self.next].location {
                 let (tx, rx) = tokio::sync::mpsc::channel(16);
                 let (store, path) = (Arc::clone(store), path.clone());
