@@ -81,7 +81,7 @@ pub(crate) fn reading_cold() -> bool {
 /// on this machine's disk) is far shorter than a chunk, so each chunk's
 /// read waited on the disk when the file was not cached: asked ahead, the
 /// disk works while the cores decode (a run over the benchmark's NDJSON
-/// set from an empty cache took 1.9-2.2 s, 1.4-1.5 s asked ahead).
+/// set from an empty cache took 2.2-2.3 s, 1.6-1.7 s asked ahead).
 pub(crate) fn read_ahead(file: &fs::File, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
@@ -132,9 +132,7 @@ impl LocalFile {
             self.asked = upto;
         }
     }
-}
 
-impl LocalFile {
     /// Counts `n` bytes just read, `started` when this read was timed.
     fn read_past(&mut self, n: usize, started: Option<std::time::Instant>) {
         self.at += n as u64;
