@@ -43,6 +43,7 @@ pub(crate) struct Index {
 
 /// The instructions the index is built with, the widest the CPU has.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Simd {
     /// SSE2 alone (part of every x86_64), or no vectors off x86_64.
     #[default]
