@@ -153,6 +153,18 @@ fn opaque(mut x: u64) -> u64 {
     x
 }
 
+/// Tables for lookups by a byte's low four bits (simdjson's
+/// classification): a byte is a blank when `BLANKS` holds it at its low
+/// four bits, and `{ } : ,` (with `[ ]` folded onto the braces) likewise in
+/// `OPS`. A byte with its high bit set looks up 0. `OPS` also matches two
+/// control bytes (0x0c, 0x1a), taken out again by the control mask.
+#[cfg(target_arch = "x86_64")]
+const BLANKS: [u8; 16] = [
+    b' ', 100, 100, 100, 17, 100, 113, 2, 100, b'\t', b'\n', 112, 100, b'\r', 100, 100,
+];
+#[cfg(target_arch = "x86_64")]
+const OPS: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b':', b'{', b',', b'}', 0, 0];
+
 /// The same masks with AVX2, 32 bytes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -170,20 +182,12 @@ fn classify_avx2(block: &[u8; 64]) -> Block {
         let (l, h) = (_mm256_movemask_epi8(f(lo)), _mm256_movemask_epi8(f(hi)));
         opaque(u64::from(l as u32) | (u64::from(h as u32) << 32))
     };
-    // Table lookups by the low four bits (simdjson's classification): a
-    // byte is a blank when the blank table holds it at its low four bits,
-    // and `{ } : ,` (with `[ ]` folded onto the braces) likewise. A byte
-    // with its high bit set looks up 0. The op table also matches two
-    // control bytes (0x0c, 0x1a), taken out again by the control mask.
     let table = |t: [u8; 16]| {
         // SAFETY: reads the 16 bytes of `t`.
         let half = unsafe { _mm_loadu_si128(t.as_ptr().cast::<__m128i>()) };
         _mm256_broadcastsi128_si256(half)
     };
-    let blanks = table([
-        b' ', 100, 100, 100, 17, 100, 113, 2, 100, b'\t', b'\n', 112, 100, b'\r', 100, 100,
-    ]);
-    let ops = table([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b':', b'{', b',', b'}', 0, 0]);
+    let (blanks, ops) = (table(BLANKS), table(OPS));
     let control = bits(&|v| _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v));
     let op = bits(&|v| {
         let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
@@ -207,16 +211,13 @@ fn classify_avx512(block: &[u8; 64]) -> Block {
     // SAFETY: the load reads the block's 64 bytes.
     let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
     let eq = |b: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b as i8));
-    // `classify_avx2`'s tables, in each 16-byte lane.
+    // The tables in each 16-byte lane.
     let table = |t: [u8; 16]| {
         // SAFETY: reads the 16 bytes of `t`.
         let lane = unsafe { _mm_loadu_si128(t.as_ptr().cast::<__m128i>()) };
         _mm512_broadcast_i32x4(lane)
     };
-    let blanks = table([
-        b' ', 100, 100, 100, 17, 100, 113, 2, 100, b'\t', b'\n', 112, 100, b'\r', 100, 100,
-    ]);
-    let ops = table([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b':', b'{', b',', b'}', 0, 0]);
+    let (blanks, ops) = (table(BLANKS), table(OPS));
     let control = _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f));
     let folded = _mm512_or_si512(v, _mm512_set1_epi8(0x20));
     let op = _mm512_cmpeq_epi8_mask(_mm512_shuffle_epi8(ops, v), folded);
