@@ -28,6 +28,7 @@ const SKETCH: usize = 1024;
 /// A k-minimum-values sketch: the `SKETCH` smallest 64-bit hashes seen.
 /// Candidates collect unsorted and are compacted now and then, so adding
 /// a value is a compare and a push.
+#[derive(Clone)]
 pub(crate) struct Distinct {
     /// The sketch, then candidates below `bound` (duplicates possible)
     /// until the next compaction.

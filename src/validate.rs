@@ -232,10 +232,10 @@ pub(crate) struct RowRules {
     /// value rules parse and format every number), so `value-type` cannot
     /// fail and is not parsed for again.
     typed: bool,
-    /// The bounds of the run's user and item sketches so far, published by
-    /// the writer as it folds tallies in: a new tally starts from them, so
-    /// a chunk keeps only the hashes that can still count.
-    bounds: [AtomicU64; 2],
+    /// The bound of the run's item sketch so far, published by the writer
+    /// as it folds tallies in: a new tally starts from it, so a chunk keeps
+    /// only the hashes that can still count.
+    items_bound: AtomicU64,
 }
 
 /// A column's part in the rules.
@@ -270,7 +270,7 @@ impl RowRules {
             fields,
             roles,
             typed: false,
-            bounds: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
+            items_bound: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -299,16 +299,15 @@ impl RowRules {
     /// about `users` users met (at most `USERS_MET`).
     pub(crate) fn tally(&self, users: usize) -> Tally {
         let mut tally = Tally::default();
-        tally.stats.users = Distinct::below(self.bounds[0].load(Ordering::Relaxed));
-        tally.stats.items = Distinct::below(self.bounds[1].load(Ordering::Relaxed));
+        tally.stats.items = Distinct::below(self.items_bound.load(Ordering::Relaxed));
         tally.stats.met = Vec::with_capacity(users.min(USERS_MET));
         tally
     }
 
-    /// Publishes the sketch bounds of the run's tally so far.
+    /// Publishes the item sketch's bound of the run's tally so far.
     pub(crate) fn publish(&self, run: &Tally) {
-        self.bounds[0].store(run.stats.users.bound(), Ordering::Relaxed);
-        self.bounds[1].store(run.stats.items.bound(), Ordering::Relaxed);
+        self.items_bound
+            .store(run.stats.items.bound(), Ordering::Relaxed);
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -1235,7 +1234,10 @@ struct Stats {
     /// each in the run's table.
     met: Vec<(u64, u32)>,
     users_capped: bool,
-    users: Distinct,
+    /// The users `per_user` refused, past `USERS_TRACKED`: with the users
+    /// it holds, they make the distinct users' sketch (`users`). Every
+    /// user counted sketched as well cost each row a second look-up.
+    refused: Distinct,
     items: Distinct,
     /// Events per type (domain use cases count them).
     event_counts: EventCounts,
@@ -1384,8 +1386,8 @@ impl UserCounts {
 
     /// Adds every count of `counts` (a hash of 0 is a free slot, skipped),
     /// asking for each slot a few ahead. False when a new user was refused
-    /// at `limit`.
-    fn add_all(&mut self, counts: &[(u64, u32)], limit: usize) -> bool {
+    /// at `limit`; those refused go to `refused`.
+    fn add_all(&mut self, counts: &[(u64, u32)], limit: usize, refused: &mut Distinct) -> bool {
         // Far enough for a load from memory to arrive before its user
         // comes up.
         const AHEAD: usize = 16;
@@ -1396,8 +1398,9 @@ impl UserCounts {
             {
                 self.prefetch(ahead);
             }
-            if hash != 0 {
-                all &= self.add(hash, n, limit);
+            if hash != 0 && !self.add(hash, n, limit) {
+                refused.add_hash(hash);
+                all = false;
             }
         }
         all
@@ -1437,7 +1440,6 @@ impl Stats {
     /// Counts `n` interactions of user `id`.
     fn user(&mut self, id: &str, n: u64) {
         let hash = Distinct::hash(id);
-        self.users.add_hash(hash);
         // A hash of 0 marks a free slot in `per_user`.
         self.met
             .push((hash.max(1), u32::try_from(n).unwrap_or(u32::MAX)));
@@ -1448,8 +1450,18 @@ impl Stats {
 
     /// Counts the users met: `per_user` and `users_capped` are then whole.
     fn settle(&mut self) {
-        self.users_capped |= !self.per_user.add_all(&self.met, USERS_TRACKED);
+        let refused = &mut self.refused;
+        self.users_capped |= !self.per_user.add_all(&self.met, USERS_TRACKED, refused);
         self.met.clear();
+    }
+
+    /// The sketch of the distinct users: those counted and those refused.
+    fn users(&self) -> Distinct {
+        let mut users = self.refused.clone();
+        for (hash, _) in self.per_user.iter() {
+            users.add_hash(hash);
+        }
+        users
     }
 
     /// Folds in the counts of later rows: their users are counted after
@@ -1458,10 +1470,11 @@ impl Stats {
         self.settle();
         self.rows += other.rows;
         for counts in [&other.per_user.slots, &other.met] {
-            self.users_capped |= !self.per_user.add_all(counts, USERS_TRACKED);
+            let refused = &mut self.refused;
+            self.users_capped |= !self.per_user.add_all(counts, USERS_TRACKED, refused);
         }
         self.users_capped |= other.users_capped;
-        self.users.merge(other.users);
+        self.refused.merge(other.refused);
         self.items.merge(other.items);
         self.event_counts.merge_from(&other.event_counts);
         if let Some((lo, hi)) = other.time_range {
@@ -1507,7 +1520,7 @@ impl Stats {
             .collect();
         serde_json::json!({
             "rows_checked": self.rows,
-            "distinct_users": exact(self.users.estimate()),
+            "distinct_users": exact(self.users().estimate()),
             "distinct_items": exact(self.items.estimate()),
             "distinct_event_types": self.event_counts.len(),
             "time_range": self.time_range.map(|(lo, hi)| serde_json::json!({"min": lo, "max": hi})),
@@ -1678,6 +1691,28 @@ mod tests {
         assert!(merged.len() > FEW_TYPES && merged.few.is_empty());
     }
 
+    /// The users a full table refuses, sketched with those it holds, are
+    /// sketched as all of them would be.
+    #[test]
+    fn refused_users_and_counted_ones_sketch_as_all_users() {
+        let hashes: Vec<(u64, u32)> = (1..=5000u64)
+            .map(|k| (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, 1))
+            .collect();
+        let mut all = Distinct::default();
+        for &(hash, _) in &hashes {
+            all.add_hash(hash);
+        }
+        let mut table = UserCounts::default();
+        let mut refused = Distinct::default();
+        assert!(!table.add_all(&hashes, 3000, &mut refused));
+        assert_eq!(table.len(), 3000);
+        for (hash, _) in table.iter() {
+            refused.add_hash(hash);
+        }
+        assert_eq!(refused.estimate(), all.estimate());
+        assert!(!all.estimate().1);
+    }
+
     #[test]
     fn user_counts_add_up_as_a_map_does() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -1699,7 +1734,7 @@ mod tests {
                 // Merged into another table, the same counts.
                 let before: std::collections::BTreeMap<_, _> = table.iter().collect();
                 let mut merged = UserCounts::default();
-                assert!(merged.add_all(&table.slots, usize::MAX));
+                assert!(merged.add_all(&table.slots, usize::MAX, &mut Distinct::default()));
                 assert_eq!(
                     merged.iter().collect::<std::collections::BTreeMap<_, _>>(),
                     before
