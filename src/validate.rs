@@ -1221,9 +1221,9 @@ pub fn uses_backslash_escapes(bytes: &[u8]) -> bool {
 struct Stats {
     rows: u64,
     /// Interactions per user, up to `USERS_TRACKED` users.
-    /// Keyed by the id's 64-bit hash: two of 5 million ids share one with
-    /// a chance near one in a million, and the table stays small and cheap
-    /// to merge.
+    /// Keyed by the top 60 bits of the id's hash: two of 2 Mi ids share a
+    /// key with a chance near one in 500,000, and the table stays small
+    /// and cheap to merge.
     per_user: UserCounts,
     /// The users met since, in order, each with its count: added to
     /// `per_user` by `settle`, when they reach `USERS_MET`, or when the
@@ -1314,23 +1314,36 @@ impl EventCounts {
     }
 }
 
-/// Counts by user hash: an open table of (hash, count), linear probing,
-/// at most half full, hash 0 marking a free slot (a hash of 0 counts as
-/// 1). The run's table outgrows the cache, and a merge that looked each
-/// user up in it waited on memory for most of them (4% of a two-thread
-/// run's samples, 0.6 CPU s on the benchmark): `add_all` asks for each
-/// slot a few users ahead, which a map type does not let it do.
+/// Counts by user hash, a word a user: the hash's top 60 bits, and below
+/// them its count, which stops at 15 (the figures tell counts apart up to
+/// 10). An open table, linear probing, at most half full, 0 marking a free
+/// slot. At 8 bytes a user, the 2 Mi users counted at most take 32 MiB
+/// (at 16 bytes and 5 million users it took 256 MiB, and a run over 6
+/// million users peaked at 450 MB), and the benchmark's 100,000 users 2
+/// MiB. The run's table outgrows the cache, and a merge that
+/// looked each user up in it waited on memory for most of them (4% of a
+/// two-thread run's samples, 0.6 CPU s on the benchmark): `add_all` asks
+/// for each slot a few users ahead, which a map type does not let it do.
 #[derive(Default)]
 struct UserCounts {
-    slots: Vec<(u64, u32)>,
+    slots: Vec<u64>,
     len: usize,
+}
+
+/// The bits of a slot that hold its count.
+const COUNT: u64 = 0xf;
+
+/// The slot's key for a user hash: never 0, no count bits.
+#[inline(always)]
+fn user_key(hash: u64) -> u64 {
+    (hash & !COUNT).max(COUNT + 1)
 }
 
 impl UserCounts {
     /// Room for `users` without growing.
     fn with_capacity(users: usize) -> Self {
         UserCounts {
-            slots: vec![(0, 0); (users * 2).next_power_of_two()],
+            slots: vec![0; (users * 2).next_power_of_two()],
             len: 0,
         }
     }
@@ -1339,27 +1352,30 @@ impl UserCounts {
         self.len
     }
 
-    /// Adds `n` to the count of `hash`. False, adding nothing, when the
-    /// hash is new and `limit` users are counted already.
+    /// Adds `n` to the count of user `hash`. False, adding nothing, when
+    /// the user is new and `limit` users are counted already.
     fn add(&mut self, hash: u64, n: u32, limit: usize) -> bool {
-        if self.len * 2 >= self.slots.len() {
+        if self.slots.is_empty() {
             self.grow();
         }
-        let hash = hash.max(1);
+        let key = user_key(hash);
         let mask = self.slots.len() - 1;
-        let mut i = self.home(hash);
+        let mut i = self.home(key);
         loop {
-            let (key, count) = &mut self.slots[i];
-            if *key == hash {
-                *count = count.saturating_add(n);
+            let slot = &mut self.slots[i];
+            if *slot & !COUNT == key {
+                *slot = key | ((*slot & COUNT) + u64::from(n)).min(COUNT);
                 return true;
             }
-            if *key == 0 {
+            if *slot == 0 {
                 if self.len >= limit {
                     return false;
                 }
-                (*key, *count) = (hash, n);
+                *slot = key | u64::from(n).min(COUNT);
                 self.len += 1;
+                if self.len * 2 > self.slots.len() {
+                    self.grow();
+                }
                 return true;
             }
             i = (i + 1) & mask;
@@ -1373,20 +1389,20 @@ impl UserCounts {
     /// The counts moved into a table with room for `users`.
     fn resize(&mut self, users: usize) {
         let old = std::mem::replace(self, UserCounts::with_capacity(users));
-        for (hash, n) in old.iter() {
-            self.add(hash, n, usize::MAX);
+        for (key, n) in old.iter() {
+            self.add(key, n, usize::MAX);
         }
     }
 
-    /// The slot where the search for `hash` starts (the table not empty).
+    /// The slot where the search for `key` starts (the table not empty).
     #[inline(always)]
-    fn home(&self, hash: u64) -> usize {
-        hash.max(1) as usize & (self.slots.len() - 1)
+    fn home(&self, key: u64) -> usize {
+        (key >> 4) as usize & (self.slots.len() - 1)
     }
 
-    /// Adds every count of `counts` (a hash of 0 is a free slot, skipped),
+    /// Adds every count of `counts` (a hash of 0 is no user, skipped),
     /// asking for each slot a few ahead. False when a new user was refused
-    /// at `limit`; those refused go to `refused`.
+    /// at `limit`; those refused go to `refused` (by key).
     fn add_all(&mut self, counts: &[(u64, u32)], limit: usize, refused: &mut Distinct) -> bool {
         // Far enough for a load from memory to arrive before its user
         // comes up.
@@ -1399,7 +1415,7 @@ impl UserCounts {
                 self.prefetch(ahead);
             }
             if hash != 0 && !self.add(hash, n, limit) {
-                refused.add_hash(hash);
+                refused.add_hash(user_key(hash));
                 all = false;
             }
         }
@@ -1412,15 +1428,19 @@ impl UserCounts {
         #[cfg(target_arch = "x86_64")]
         if !self.slots.is_empty() {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let slot = &self.slots[self.home(hash)];
+            let slot = &self.slots[self.home(user_key(hash))];
             // SAFETY: a prefetch reads nothing the program sees; the
             // address is that of a slot of the table.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast()) };
         }
     }
 
+    /// Each user's key and count.
     fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.slots.iter().copied().filter(|&(hash, _)| hash != 0)
+        self.slots
+            .iter()
+            .filter(|&&slot| slot != 0)
+            .map(|&slot| (slot & !COUNT, (slot & COUNT) as u32))
     }
 
     fn values(&self) -> impl Iterator<Item = u32> + '_ {
@@ -1429,8 +1449,9 @@ impl UserCounts {
 }
 
 /// Users whose interactions are counted one by one; past this the per-user
-/// buckets cover the first ones only (and say so).
-const USERS_TRACKED: usize = 5_000_000;
+/// buckets cover the first ones only (and say so). The table then has 4 Mi
+/// slots (32 MiB), half of them taken.
+const USERS_TRACKED: usize = 2 << 20;
 
 /// Users a tally lists as met (`Stats::met`) before it counts them in its
 /// own table: 256 KiB, more than a JSON chunk's rows.
@@ -1469,7 +1490,8 @@ impl Stats {
     fn merge(&mut self, other: Stats) {
         self.settle();
         self.rows += other.rows;
-        for counts in [&other.per_user.slots, &other.met] {
+        let theirs: Vec<(u64, u32)> = other.per_user.iter().collect();
+        for counts in [&theirs, &other.met] {
             let refused = &mut self.refused;
             self.users_capped |= !self.per_user.add_all(counts, USERS_TRACKED, refused);
         }
@@ -1700,7 +1722,7 @@ mod tests {
             .collect();
         let mut all = Distinct::default();
         for &(hash, _) in &hashes {
-            all.add_hash(hash);
+            all.add_hash(user_key(hash));
         }
         let mut table = UserCounts::default();
         let mut refused = Distinct::default();
@@ -1729,12 +1751,14 @@ mod tests {
             };
             let n = round % 4 + 1;
             assert!(table.add(hash, n, usize::MAX));
-            *map.entry(hash.max(1)).or_insert(0) += n;
+            let count = map.entry(user_key(hash)).or_insert(0);
+            *count = (*count + n).min(15);
             if round % 7_000 == 6_999 {
                 // Merged into another table, the same counts.
                 let before: std::collections::BTreeMap<_, _> = table.iter().collect();
                 let mut merged = UserCounts::default();
-                assert!(merged.add_all(&table.slots, usize::MAX, &mut Distinct::default()));
+                let counts: Vec<_> = table.iter().collect();
+                assert!(merged.add_all(&counts, usize::MAX, &mut Distinct::default()));
                 assert_eq!(
                     merged.iter().collect::<std::collections::BTreeMap<_, _>>(),
                     before
@@ -1747,14 +1771,22 @@ mod tests {
         assert_eq!(table.len(), got.len());
         assert!(table.slots.len() >= 2 * table.len());
 
-        // At the limit a new hash is refused, and a known one still counts.
+        // At the limit a new hash is refused, and a known one still counts
+        // (up to 15).
         let mut table = UserCounts::with_capacity(2);
-        assert!(table.add(7, 1, 2) && table.add(9, 1, 2));
-        assert!(!table.add(8, 1, 2));
-        assert!(table.add(7, u32::MAX, 2));
+        assert!(table.add(7 << 8, 1, 2) && table.add(9 << 8, 1, 2));
+        assert!(!table.add(8 << 8, 1, 2));
+        assert!(table.add(7 << 8, u32::MAX, 2));
         let mut got: Vec<_> = table.iter().collect();
         got.sort();
-        assert_eq!(got, [(7, u32::MAX), (9, 1)]);
+        assert_eq!(got, [(7 << 8, 15), (9 << 8, 1)]);
+        // The low bits of a hash hold the count: hashes that differ only
+        // there are one user, and a hash of 0 is a user too.
+        let mut table = UserCounts::default();
+        assert!(table.add(0x50, 1, 9) && table.add(0x5f, 2, 9) && table.add(0, 1, 9));
+        let mut got: Vec<_> = table.iter().collect();
+        got.sort();
+        assert_eq!(got, [(0x10, 1), (0x50, 3)]);
     }
 
     #[test]
