@@ -3,7 +3,8 @@
 
     benches/compare                      # build, generate 8M events, cases 1,2,3,4,6
     benches/compare --quick              # 1M events, 3 runs: a smoke check
-    benches/compare --memory             # also case 5 (100 MB, 1 GB, 4 GB inputs)
+    benches/compare --memory             # also case 5 (100 MB, 1 GB, 4 GB inputs; 1 GB of
+                                         # as many users as events)
     scripts/test benches/compare --s3    # also case 7 (needs the local S3 server)
     benches/compare --markdown bench.md  # also write the tables to a file
 
@@ -166,15 +167,20 @@ def snapshot_binary(out_dir: Path) -> Path:
     return dst
 
 
-def ensure_set(directory: Path, events: int, seed: int, formats: list[str]) -> None:
+def ensure_set(directory: Path, events: int, seed: int, formats: list[str], unique_users=False) -> None:
     """Generate DIRECTORY/<format>/... unless its marker says it holds these
-    events already; formats missing from a matching set are added."""
+    events already; formats missing from a matching set are added.
+    `unique_users`: each event has a user of its own."""
     marker = directory / MARKER
     try:
         have = json.loads(marker.read_text())
     except (OSError, ValueError):
         have = {}
-    same = have.get("events") == events and have.get("seed") == seed
+    same = (
+        have.get("events") == events
+        and have.get("seed") == seed
+        and have.get("unique_users", False) == unique_users
+    )
     have_formats = [f for f in have.get("formats", []) if (directory / f).is_dir()] if same else []
     todo = [f for f in formats if f not in have_formats]
     if not todo:
@@ -189,13 +195,19 @@ def ensure_set(directory: Path, events: int, seed: int, formats: list[str]) -> N
     for f in FORMATS if not same else todo:
         shutil.rmtree(directory / f, ignore_errors=True)
     cmd = [gen, directory, "--events", str(events), "--seed", str(seed), "--formats", ",".join(todo)]
+    if unique_users:
+        cmd.append("--unique-users")
     log(f"compare: generating {shlex.join(map(str, cmd))}")
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     log(f"compare: generated in {time.perf_counter() - t:.1f} s")
     directory.mkdir(parents=True, exist_ok=True)
     marker.write_text(
-        json.dumps({"events": events, "seed": seed, "formats": have_formats + todo}) + "\n"
+        json.dumps(
+            {"events": events, "seed": seed, "formats": have_formats + todo}
+            | ({"unique_users": True} if unique_users else {})
+        )
+        + "\n"
     )
 
 
@@ -631,6 +643,12 @@ def case_memory(c: Ctx):
         size = tree_bytes(d / "json")
         name = f"ours, {human(size)} ({n:,} events)"
         tools.append(c.ours(name, d / "json", c.csv("5", str(n)), n, d / "json"))
+    # Each event a user of its own: the per-user counts stop at 2 Mi users.
+    n = c.mem_events[len(c.mem_events) // 2]
+    d = set_dir(c.mem_root, n, c.seed, unique_users=True)
+    ensure_set(d, n, c.seed, ["json"], unique_users=True)
+    name = f"ours, {human(tree_bytes(d / 'json'))} ({n:,} events, as many users)"
+    tools.append(c.ours(name, d / "json", c.csv("5", f"{n}-users"), n, d / "json"))
     return "5. Peak memory of ours by input size, concatenated JSON", tools, []
 
 
@@ -714,8 +732,8 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def set_dir(root: Path, events: int, seed: int) -> Path:
-    return root / f"events-{events}-seed-{seed}"
+def set_dir(root: Path, events: int, seed: int, unique_users=False) -> Path:
+    return root / f"events-{events}-seed-{seed}{'-unique-users' if unique_users else ''}"
 
 
 # --- machine -------------------------------------------------------------------
@@ -807,7 +825,7 @@ def parse_args() -> argparse.Namespace:
                    "names the same events and seed")  # fmt: skip
     p.add_argument("--mem-data", type=Path, default=ROOT / "target" / "bench-data",
                    help="where the sets of --memory and --s3 go (default target/bench-data)")  # fmt: skip
-    p.add_argument("--memory", action="store_true", help="also case 5: peak memory on 100 MB, 1 GB and 4 GB")
+    p.add_argument("--memory", action="store_true", help="also case 5: peak memory on 100 MB, 1 GB and 4 GB, and on 1 GB with a user an event")
     p.add_argument("--memory-events", default=",".join(map(str, MEMORY_EVENTS)),
                    help="events of the --memory sets (default %(default)s)")  # fmt: skip
     p.add_argument("--s3", action="store_true", help="also case 7: read from the local S3 server (run under scripts/test)")

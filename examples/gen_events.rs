@@ -12,7 +12,9 @@
 //! for ratings (a JSON integer); one item id in 200 holds a comma (the
 //! output must quote it); `note` is free text to drop, with commas,
 //! quotes, backslashes, newlines, UTF-8 and, once in 100,000 events, `}{`.
-//! Files are cut at 1.5–5.2 MB, like a Firehose buffer.
+//! Files are cut at 1.5–5.2 MB, like a Firehose buffer. With
+//! `--unique-users`, each event has a user of its own (the memory case
+//! with many users).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -77,8 +79,9 @@ struct Event {
     note: String,
 }
 
-fn event(rng: &mut Rng, i: u64, n: u64) -> Event {
+fn event(rng: &mut Rng, i: u64, n: u64, unique_users: bool) -> Event {
     let user = rng.skewed(USERS);
+    let user = if unique_users { USERS + i } else { user };
     let item_n = rng.skewed(ITEMS);
     let item = if rng.below(200) == 0 {
         format!("sku {item_n}, blue")
@@ -151,6 +154,7 @@ struct Options {
     events: u64,
     formats: Vec<String>,
     seed: u64,
+    unique_users: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -160,6 +164,7 @@ fn parse_args() -> Result<Options, String> {
         events: 1_000_000,
         formats: vec!["json".into()],
         seed: 42,
+        unique_users: false,
     };
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -167,13 +172,14 @@ fn parse_args() -> Result<Options, String> {
             "--events" => o.events = value()?.parse().map_err(|e| format!("--events: {e}"))?,
             "--seed" => o.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--formats" => o.formats = value()?.split(',').map(String::from).collect(),
+            "--unique-users" => o.unique_users = true,
             _ if o.out.as_os_str().is_empty() && !a.starts_with('-') => o.out = a.into(),
             _ => return Err(format!("unexpected argument {a}")),
         }
     }
     if o.out.as_os_str().is_empty() {
         return Err(
-            "usage: gen_events OUT [--events N] [--formats json,ndjson,gz,parquet] [--seed S]"
+            "usage: gen_events OUT [--events N] [--formats json,ndjson,gz,parquet] [--seed S] [--unique-users]"
                 .into(),
         );
     }
@@ -373,7 +379,7 @@ fn main() {
         });
     let mut rng = Rng(o.seed);
     let written = (0..o.events).try_for_each(|i| {
-        let e = event(&mut rng, i, o.events);
+        let e = event(&mut rng, i, o.events, o.unique_users);
         sinks.iter_mut().try_for_each(|s| s.event(&e))
     });
     let finished = written.and_then(|()| sinks.into_iter().try_for_each(|s| s.finish()));
