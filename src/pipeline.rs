@@ -2114,8 +2114,8 @@ fn write_all(
 mod tests {
     use super::*;
 
-    /// The calling thread writes as a batch job during a run and is an
-    /// ordinary thread again after it, with the same output.
+    /// The writer's thread is a batch job while its guard lives, and an
+    /// ordinary thread again after it and after a run.
     #[cfg(target_os = "linux")]
     #[test]
     fn the_writer_gets_its_scheduling_back() {
@@ -2147,6 +2147,11 @@ mod tests {
         let cfg = ConvertConfig::from_args(&args, true).unwrap();
         // SAFETY: reads the calling thread's policy.
         let policy = || unsafe { libc::sched_getscheduler(0) };
+        assert_eq!(policy(), libc::SCHED_OTHER);
+        let batch = BatchWriter::start();
+        assert!(batch.is_some());
+        assert_eq!(policy(), libc::SCHED_BATCH);
+        drop(batch);
         assert_eq!(policy(), libc::SCHED_OTHER);
         let summary = convert(&cfg).unwrap();
         assert_eq!(summary.rows, 2);
