@@ -66,6 +66,7 @@ impl Distinct {
         self.bound
     }
 
+    #[inline]
     pub fn add(&mut self, text: &str) {
         self.add_hash(Distinct::hash(text));
     }
@@ -76,6 +77,7 @@ impl Distinct {
         foldhash::quality::FixedState::with_seed(0x5EED).hash_one(text)
     }
 
+    #[inline]
     pub fn add_hash(&mut self, hash: u64) {
         if hash > self.bound {
             // Not among the smallest kept: one more distinct value.

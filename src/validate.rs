@@ -1489,6 +1489,7 @@ const USERS_MET: usize = 16_384;
 
 impl Stats {
     /// Counts `n` interactions of user `id`.
+    #[inline]
     fn user(&mut self, id: &str, n: u64) {
         let hash = Distinct::hash(id);
         // A hash of 0 marks a free slot in `per_user`.
@@ -1500,6 +1501,7 @@ impl Stats {
     }
 
     /// Counts the users met: `per_user` and `users_capped` are then whole.
+    #[inline(never)]
     fn settle(&mut self) {
         let refused = &mut self.refused;
         self.users_capped |= !self.per_user.add_all(&self.met, USERS_TRACKED, refused);
