@@ -80,6 +80,7 @@ struct Event {
 }
 
 fn event(rng: &mut Rng, i: u64, n: u64, unique_users: bool) -> Event {
+    // Drawn either way, so that the other fields are the usual set's.
     let user = rng.skewed(USERS);
     let user = if unique_users { USERS + i } else { user };
     let item_n = rng.skewed(ITEMS);
