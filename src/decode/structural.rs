@@ -792,12 +792,26 @@ impl Drop for Walk<'_> {
 /// the scanner, which has no limit.
 const MAX_DEPTH: u32 = 64;
 
+/// How far past its key's opening quote a member of a selected object
+/// reads when its value is a string or a scalar: the key's closing quote,
+/// the colon, the value's first position and the one after it. A
+/// container value's reading checks its own.
+const MEMBER: usize = 4;
+
 impl Walk<'_> {
     /// The k-th position from the i-th, and the byte there (`i` moves back
     /// when positions walked past are dropped).
     #[inline(always)]
     fn at(&mut self, i: &mut usize, k: usize) -> Option<(usize, u8)> {
-        if *i + k >= self.len {
+        self.read::<true>(i, k)
+    }
+
+    /// `at`; unless `CHECKED`, the caller has made sure that the k-th
+    /// position from the i-th is there (`i + k < len`).
+    #[inline(always)]
+    fn read<const CHECKED: bool>(&mut self, i: &mut usize, k: usize) -> Option<(usize, u8)> {
+        debug_assert!(CHECKED || *i + k < self.len);
+        if CHECKED && *i + k >= self.len {
             // The positions walked past are dropped whether or not the
             // k-th comes: the next one is then the first left.
             self.i = *i;
@@ -808,9 +822,10 @@ impl Walk<'_> {
         }
         // SAFETY: `pos` and `len` are those of `index.pos` (`refresh`
         // follows every change to it), and `more` returns only with the
-        // k-th position there. Every position is below the length of the
-        // buffer indexed (padding past its end is blank), which `walk`
-        // found equal to the length of `buf`.
+        // k-th position there (unchecked, the caller saw it there). Every
+        // position is below the length of the buffer indexed (padding past
+        // its end is blank), which `walk` found equal to the length of
+        // `buf`.
         unsafe {
             let p = *self.pos.add(*i + k) as usize;
             Some((p, *self.buf.get_unchecked(p)))
@@ -929,48 +944,12 @@ impl Walk<'_> {
             return Some((i + 1, p + 1));
         }
         loop {
-            let (ks, ke) = self.string(&mut i)?;
-            if self.at(&mut i, 0)?.1 != b':' {
-                return None;
-            }
-            i += 1;
-            let entry = match node {
-                // A key with an escape matches in its unescaped form.
-                Some(n) => match sel.find_in(n, self.buf, ks, ke) {
-                    // Equal bytes, and no path has an escape: neither has
-                    // the key.
-                    Some(entry) if !sel.escapes() => Some(entry),
-                    found if !has_backslash(&self.index.backslash, ks, ke) => found,
-                    _ => {
-                        let key = &mut self.index.scratch;
-                        key.clear();
-                        if unescape_into(&self.buf[ks..ke], key) {
-                            sel.find(n, key)
-                        } else {
-                            None
-                        }
-                    }
-                },
-                None => None,
-            };
-            match entry {
-                None => self.skip(&mut i)?,
-                Some(entry) => {
-                    let (start, b) = self.at(&mut i, 0)?;
-                    let value = match (entry.child, b) {
-                        (Some(child), b'{') => {
-                            let (next, end) = self.object(i, Some(child), sel, caps)?;
-                            i = next;
-                            Value {
-                                start,
-                                end,
-                                kind: Kind::Object,
-                            }
-                        }
-                        _ => self.value(&mut i, start, b)?,
-                    };
-                    entry.capture(value, caps);
-                }
+            // A member whose value is a string or a scalar reads at most
+            // `MEMBER` positions past its first: one check for all of them.
+            if i + MEMBER < self.len || self.ahead(&mut i) {
+                self.take_member::<false>(&mut i, node, sel, caps)?;
+            } else {
+                self.take_member::<true>(&mut i, node, sel, caps)?;
             }
             let (p, b) = self.at(&mut i, 0)?;
             i += 1;
@@ -982,19 +961,91 @@ impl Walk<'_> {
         }
     }
 
+    /// Indexes on until the `MEMBER`-th position from the i-th is there;
+    /// false at the end of the buffer.
+    #[cold]
+    #[inline(never)]
+    fn ahead(&mut self, i: &mut usize) -> bool {
+        self.i = *i;
+        *i = 0;
+        self.more(MEMBER)
+    }
+
+    /// The member of a selected object whose key is the i-th position,
+    /// up to the byte after its value, its value captured when its path is
+    /// selected. Unless `CHECKED`, the `MEMBER`-th position from the i-th
+    /// is there.
+    #[inline(always)]
+    fn take_member<const CHECKED: bool>(
+        &mut self,
+        i: &mut usize,
+        node: Option<usize>,
+        sel: &Selector,
+        caps: &mut [Capture],
+    ) -> Option<()> {
+        let (ks, ke) = self.string::<CHECKED>(i)?;
+        if self.read::<CHECKED>(i, 0)?.1 != b':' {
+            return None;
+        }
+        *i += 1;
+        let entry = match node {
+            // A key with an escape matches in its unescaped form.
+            Some(n) => match sel.find_in(n, self.buf, ks, ke) {
+                // Equal bytes, and no path has an escape: neither has
+                // the key.
+                Some(entry) if !sel.escapes() => Some(entry),
+                found if !has_backslash(&self.index.backslash, ks, ke) => found,
+                _ => {
+                    let key = &mut self.index.scratch;
+                    key.clear();
+                    if unescape_into(&self.buf[ks..ke], key) {
+                        sel.find(n, key)
+                    } else {
+                        None
+                    }
+                }
+            },
+            None => None,
+        };
+        match entry {
+            None => self.skip::<CHECKED>(i),
+            Some(entry) => {
+                let (start, b) = self.read::<CHECKED>(i, 0)?;
+                let value = match (entry.child, b) {
+                    (Some(child), b'{') => {
+                        let (next, end) = self.object(*i, Some(child), sel, caps)?;
+                        *i = next;
+                        Value {
+                            start,
+                            end,
+                            kind: Kind::Object,
+                        }
+                    }
+                    _ => self.value::<CHECKED>(i, start, b)?,
+                };
+                entry.capture(value, caps);
+                Some(())
+            }
+        }
+    }
+
     /// A string at the i-th position: its content's span.
     #[inline(always)]
-    fn string(&mut self, i: &mut usize) -> Option<(usize, usize)> {
-        match self.at(i, 0)? {
-            (open, b'"') => self.string_from(i, open),
+    fn string<const CHECKED: bool>(&mut self, i: &mut usize) -> Option<(usize, usize)> {
+        match self.read::<CHECKED>(i, 0)? {
+            (open, b'"') => self.string_from::<CHECKED>(i, open),
             _ => None,
         }
     }
 
     /// The string whose opening quote is the i-th position, at `open`.
     #[inline(always)]
-    fn string_from(&mut self, i: &mut usize, open: usize) -> Option<(usize, usize)> {
-        let (close, c) = self.at(i, 1)?;
+    fn string_from<const CHECKED: bool>(
+        &mut self,
+        i: &mut usize,
+        open: usize,
+    ) -> Option<(usize, usize)> {
+        let (close, c) = self.read::<CHECKED>(i, 1)?;
         if c != b'"' {
             return None;
         }
@@ -1004,10 +1055,10 @@ impl Walk<'_> {
 
     /// The value whose first byte `b` is the i-th position, at `start`.
     #[inline(always)]
-    fn value(&mut self, i: &mut usize, start: usize, b: u8) -> Option<Value> {
+    fn value<const CHECKED: bool>(&mut self, i: &mut usize, start: usize, b: u8) -> Option<Value> {
         match b {
             b'"' => {
-                let (start, end) = self.string_from(i, start)?;
+                let (start, end) = self.string_from::<CHECKED>(i, start)?;
                 let escaped = has_backslash(&self.index.backslash, start, end);
                 Some(Value {
                     start,
@@ -1025,21 +1076,21 @@ impl Walk<'_> {
                 })
             }
             b'}' | b']' | b':' | b',' => None,
-            _ => self.scalar(i, start, b),
+            _ => self.scalar::<CHECKED>(i, start, b),
         }
     }
 
     /// The value at the i-th position, validated and skipped.
     #[inline(always)]
-    fn skip(&mut self, i: &mut usize) -> Option<()> {
-        match self.at(i, 0)? {
-            (p, b'"') => self.string_from(i, p).map(drop),
+    fn skip<const CHECKED: bool>(&mut self, i: &mut usize) -> Option<()> {
+        match self.read::<CHECKED>(i, 0)? {
+            (p, b'"') => self.string_from::<CHECKED>(i, p).map(drop),
             (_, b'{' | b'[') => {
                 *i = self.skip_container(*i)?.0;
                 Some(())
             }
             (_, b'}' | b']' | b':' | b',') => None,
-            (p, b) => self.scalar(i, p, b).map(drop),
+            (p, b) => self.scalar::<CHECKED>(i, p, b).map(drop),
         }
     }
 
@@ -1047,11 +1098,13 @@ impl Walk<'_> {
     /// `start`: it must fill the run of bytes up to the next blank or
     /// structural byte.
     #[inline(always)]
-    fn scalar(&mut self, i: &mut usize, start: usize, b: u8) -> Option<Value> {
+    fn scalar<const CHECKED: bool>(&mut self, i: &mut usize, start: usize, b: u8) -> Option<Value> {
         *i += 1;
         // No next position: the end of the buffer, or a block the first
         // pass could not take, where the caller's next read fails anyway.
-        let next = self.at(i, 0).map_or(self.buf.len(), |(p, _)| p);
+        let next = self
+            .read::<CHECKED>(i, 0)
+            .map_or(self.buf.len(), |(p, _)| p);
         let run = &self.buf[start..next];
         let (len, kind) = match b {
             // Digits up to the next structural byte, with at most one point
@@ -1076,13 +1129,52 @@ impl Walk<'_> {
         })
     }
 
-    /// A container at the i-th position, validated and skipped without
-    /// recursion: the next position past it, and the byte just past its
-    /// close.
+    /// A container at the i-th position, validated and skipped: the next
+    /// position past it, and the byte just past its close. The common one,
+    /// holding only strings and scalars, in one loop; one holding another
+    /// container goes on in `skip_nested` from there.
     fn skip_container(&mut self, mut i: usize) -> Option<(usize, usize)> {
-        // Bit d set: the container at depth d is an object.
-        let mut objects = 0u64;
-        let mut depth = 0u32;
+        let (_, open) = self.at(&mut i, 0)?;
+        let object = open == b'{';
+        let close = if object { b'}' } else { b']' };
+        i += 1;
+        let (p, b) = self.at(&mut i, 0)?;
+        if b == close {
+            return Some((i + 1, p + 1));
+        }
+        loop {
+            if object {
+                self.string::<true>(&mut i)?;
+                if self.at(&mut i, 0)?.1 != b':' {
+                    return None;
+                }
+                i += 1;
+            }
+            match self.at(&mut i, 0)? {
+                (_, b'{' | b'[') => return self.skip_nested(i, u64::from(object), 1),
+                (p, b'"') => self.string_from::<true>(&mut i, p).map(drop)?,
+                (p, b) => self.scalar::<true>(&mut i, p, b).map(drop)?,
+            }
+            let (p, b) = self.at(&mut i, 0)?;
+            i += 1;
+            match b {
+                b',' => {}
+                _ if b == close => return Some((i, p + 1)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// `skip_container` without recursion from a container opening at the
+    /// i-th position, inside `depth` open ones (bit d of `objects` set:
+    /// the one at depth d is an object).
+    #[inline(never)]
+    fn skip_nested(
+        &mut self,
+        mut i: usize,
+        mut objects: u64,
+        mut depth: u32,
+    ) -> Option<(usize, usize)> {
         'open: loop {
             let (_, open) = self.at(&mut i, 0)?;
             if depth == MAX_DEPTH {
@@ -1135,7 +1227,7 @@ impl Walk<'_> {
     #[inline(always)]
     fn member(&mut self, i: &mut usize, object: bool) -> Option<bool> {
         if object {
-            self.string(i)?;
+            self.string::<true>(i)?;
             if self.at(i, 0)?.1 != b':' {
                 return None;
             }
@@ -1143,8 +1235,8 @@ impl Walk<'_> {
         }
         match self.at(i, 0)? {
             (_, b'{' | b'[') => Some(true),
-            (p, b'"') => self.string_from(i, p).map(|_| false),
-            (p, b) => self.scalar(i, p, b).map(|_| false),
+            (p, b'"') => self.string_from::<true>(i, p).map(|_| false),
+            (p, b) => self.scalar::<true>(i, p, b).map(|_| false),
         }
     }
 }
