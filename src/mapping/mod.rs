@@ -596,42 +596,40 @@ impl Mapping {
                 out.push(b',');
             }
             let mut value = None;
-            let mut plain = false;
-            let converted = match as_written(i) {
-                Some((text, no_special)) => {
-                    plain = no_special;
-                    Ok(Some(text))
-                }
+            let (text, plain) = match as_written(i) {
+                Some(found) => found,
                 None => {
                     value = field.slot.and_then(&mut cell);
                     row.scratch.clear();
-                    self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i])
+                    match self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i]) {
+                        Ok(Some(text)) => (text, false),
+                        Ok(None) => {
+                            check(i, "");
+                            row.ends.push(row.texts.len());
+                            if let Some(cell) = value {
+                                cell.discard();
+                            }
+                            continue;
+                        }
+                        Err(reason) => {
+                            out.truncate(row_start);
+                            return Err((i, reason));
+                        }
+                    }
                 }
             };
-            match converted {
-                Ok(Some(text)) => {
-                    if plain || field.rule.is_numeric() {
-                        // Digits, sign, point and exponent, or a text known
-                        // to be plain: nothing to quote or escape.
-                        debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
-                        push_plain_within(out, text.as_bytes(), within);
-                    } else {
-                        push_field(out, text, dialect);
-                    }
-                    check(i, text);
-                    if row.keep {
-                        row.texts.push_str(text);
-                        row.ends.push(row.texts.len());
-                    }
-                }
-                Ok(None) => {
-                    check(i, "");
-                    row.ends.push(row.texts.len());
-                }
-                Err(reason) => {
-                    out.truncate(row_start);
-                    return Err((i, reason));
-                }
+            if plain || field.rule.is_numeric() {
+                // Digits, sign, point and exponent, or a text known to be
+                // plain: nothing to quote or escape.
+                debug_assert!(!text.contains([',', '"', '\\', '\n', '\r']), "{text}");
+                push_plain_within(out, text.as_bytes(), within);
+            } else {
+                push_field(out, text, dialect);
+            }
+            check(i, text);
+            if row.keep {
+                row.texts.push_str(text);
+                row.ends.push(row.texts.len());
             }
             if let Some(cell) = value {
                 cell.discard();
