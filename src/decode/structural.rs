@@ -1143,17 +1143,8 @@ impl Walk<'_> {
             return Some((i + 1, p + 1));
         }
         loop {
-            if object {
-                self.string::<true>(&mut i)?;
-                if self.at(&mut i, 0)?.1 != b':' {
-                    return None;
-                }
-                i += 1;
-            }
-            match self.at(&mut i, 0)? {
-                (_, b'{' | b'[') => return self.skip_nested(i, u64::from(object), 1),
-                (p, b'"') => self.string_from::<true>(&mut i, p).map(drop)?,
-                (p, b) => self.scalar::<true>(&mut i, p, b).map(drop)?,
+            if self.member(&mut i, object)? {
+                return self.skip_nested(i, u64::from(object), 1);
             }
             let (p, b) = self.at(&mut i, 0)?;
             i += 1;
