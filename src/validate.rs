@@ -204,7 +204,7 @@ impl Tally {
             "{:?}\n{}\n{users:?} {events:?} {:?} {}",
             self.findings.list,
             s.to_json(&rules.fields),
-            s.filled,
+            s.empty,
             s.users_capped
         )
     }
@@ -336,8 +336,8 @@ impl RowRules {
     /// Counts `n` rows whose values are then checked or counted.
     pub(crate) fn begin_rows(&self, n: u64, tally: &mut Tally) {
         tally.stats.rows += n;
-        if tally.stats.filled.len() < self.fields.len() {
-            tally.stats.filled.resize(self.fields.len(), 0);
+        if tally.stats.empty.len() < self.fields.len() {
+            tally.stats.empty.resize(self.fields.len(), 0);
         }
     }
 
@@ -388,11 +388,11 @@ impl RowRules {
     /// Counts `n` values `text` that `judge` passed in column `col`.
     #[inline(always)]
     pub(crate) fn count(&self, col: usize, text: &str, passed: Passed, n: u64, tally: &mut Tally) {
+        let stats = &mut tally.stats;
         if text.is_empty() {
+            stats.empty[col] += n;
             return;
         }
-        let stats = &mut tally.stats;
-        stats.filled[col] += n;
         if !passed.typed {
             return;
         }
@@ -1242,8 +1242,9 @@ struct Stats {
     /// Events per type (domain use cases count them).
     event_counts: EventCounts,
     time_range: Option<(i64, i64)>,
-    /// Non-empty values per column.
-    filled: Vec<u64>,
+    /// Empty values per column (the others are filled: counting those cost
+    /// every value a count, an empty one is rare).
+    empty: Vec<u64>,
 }
 
 /// Events per type: a short list searched in order while the types are
@@ -1381,6 +1382,7 @@ impl UserCounts {
 
     /// Adds `n` to the count of user `hash`. False, adding nothing, when
     /// the user is new and `limit` users are counted already.
+    #[inline(always)]
     fn add(&mut self, hash: u64, n: u32, limit: usize) -> bool {
         if self.slots.is_empty() {
             self.grow();
@@ -1409,6 +1411,8 @@ impl UserCounts {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         self.resize(self.slots.len().max(8));
     }
@@ -1535,10 +1539,10 @@ impl Stats {
             let (a, b) = self.time_range.unwrap_or((lo, hi));
             self.time_range = Some((a.min(lo), b.max(hi)));
         }
-        if self.filled.len() < other.filled.len() {
-            self.filled.resize(other.filled.len(), 0);
+        if self.empty.len() < other.empty.len() {
+            self.empty.resize(other.empty.len(), 0);
         }
-        for (mine, n) in self.filled.iter_mut().zip(other.filled) {
+        for (mine, n) in self.empty.iter_mut().zip(other.empty) {
             *mine += n;
         }
     }
@@ -1558,9 +1562,10 @@ impl Stats {
         }
         let completeness: serde_json::Map<String, Value> = fields
             .iter()
-            .zip(&self.filled)
+            .zip(&self.empty)
             .filter(|(f, _)| f.nullable)
-            .map(|(f, &n)| {
+            .map(|(f, &empty)| {
+                let n = self.rows - empty;
                 let share = if self.rows == 0 {
                     0.0
                 } else {

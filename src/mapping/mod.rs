@@ -271,6 +271,32 @@ pub struct Field {
     pub textual: bool,
     /// The capture slot of `path` in the selector.
     slot: Option<usize>,
+    /// What of `rule` decides which values convert as written.
+    written: Written,
+}
+
+/// The rules under which a JSON value can convert as written (see
+/// `Mapping::json_as_written`), told apart by one byte: matching on
+/// `ValueRule` and its inner rule took a dozen instructions a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Never,
+    Id,
+    Text,
+    Timestamp,
+    Number,
+}
+
+impl Written {
+    fn of(rule: ValueRule) -> Self {
+        match rule {
+            ValueRule::Reserved(Rule::Id) => Written::Id,
+            ValueRule::Reserved(Rule::Text) => Written::Text,
+            ValueRule::Reserved(Rule::Timestamp) => Written::Timestamp,
+            ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number) => Written::Number,
+            _ => Written::Never,
+        }
+    }
 }
 
 /// A resolved mapping: the columns in order and how to fill them.
@@ -354,6 +380,7 @@ pub fn resolve(spec: &MappingSpec, first: Option<&FirstRecord>) -> Result<Mappin
                 categorical: false,
                 textual: false,
                 slot: None,
+                written: Written::Never,
             },
             None => metadata_field(spec, name, path),
         };
@@ -426,6 +453,7 @@ pub fn resolve(spec: &MappingSpec, first: Option<&FirstRecord>) -> Result<Mappin
             categorical: false,
             textual: false,
             slot: None,
+            written: Written::Never,
         });
     }
     let mut fields: Vec<Field> = auto.into_iter().chain(explicit).collect();
@@ -440,6 +468,7 @@ pub fn resolve(spec: &MappingSpec, first: Option<&FirstRecord>) -> Result<Mappin
     }
     let mut paths: Vec<String> = Vec::new();
     for f in &mut fields {
+        f.written = Written::of(f.rule);
         if let Some(path) = &f.path {
             f.slot = Some(paths.iter().position(|p| p == path).unwrap_or_else(|| {
                 paths.push(path.clone());
@@ -501,6 +530,7 @@ fn metadata_field(spec: &MappingSpec, name: &str, path: &str) -> Field {
         categorical: !textual && !not_categorical,
         textual,
         slot: None,
+        written: Written::Never,
     }
 }
 
@@ -658,24 +688,19 @@ impl Mapping {
         // beside ASCII bytes (quotes, digits, the blank or structural byte
         // after a number), so on character boundaries.
         let s = unsafe { std::str::from_utf8_unchecked(s) };
-        let found = match (field.rule, v.kind) {
-            (ValueRule::Reserved(Rule::Id), Kind::Str | Kind::Integer) => {
+        let found = match (field.written, v.kind) {
+            (Written::Id, Kind::Str | Kind::Integer) => {
                 // Bytes bound characters from above.
                 (!s.is_empty() && s.len() <= 256).then_some(s)
             }
-            (ValueRule::Reserved(Rule::Text), Kind::Str) => {
-                (!s.is_empty() || field.nullable).then_some(s)
-            }
-            (ValueRule::Reserved(Rule::Timestamp), Kind::Integer) => match plain_in(text, v) {
+            (Written::Text, Kind::Str) => (!s.is_empty() || field.nullable).then_some(s),
+            (Written::Timestamp, Kind::Integer) => match plain_in(text, v) {
                 Some(true) if s.len() <= 10 => {
                     matches!(self.timestamp_unit, None | Some(TimeUnit::Seconds)).then_some(s)
                 }
                 _ => value::seconds_as_written_text(s, self.timestamp_unit),
             },
-            (
-                ValueRule::MetaFloat | ValueRule::Reserved(Rule::Number),
-                Kind::Integer | Kind::Float,
-            ) => {
+            (Written::Number, Kind::Integer | Kind::Float) => {
                 // At most 15 digits, less the zeros ending a fraction (and
                 // then a bare point), as `Display` writes the number.
                 match plain_in(text, v) {
