@@ -83,6 +83,13 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
+    /// Forgets the value: the span of one not captured is never read.
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        self.kind = None;
+        self.priority = 0;
+    }
+
     pub fn value(&self) -> Option<Value> {
         let (start, end) = (self.start, self.end);
         self.kind.map(|kind| Value { start, end, kind })
@@ -725,9 +732,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn record(&mut self, sel: &Selector, caps: &mut [Capture]) -> Res<(usize, usize)> {
-        for c in caps.iter_mut() {
-            *c = Capture::default();
-        }
+        caps.iter_mut().for_each(Capture::clear);
         let start = self.pos;
         self.object(Some(0), sel, caps, true)?;
         if self.top != Top::Between {

@@ -915,9 +915,7 @@ impl Walk<'_> {
             }
             i += 1;
         };
-        for c in caps.iter_mut() {
-            *c = Capture::default();
-        }
+        caps.iter_mut().for_each(Capture::clear);
         let (i, end) = self.object(i, Some(0), sel, caps)?;
         self.i = i;
         *top = if state == Top::Between {
