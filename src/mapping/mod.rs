@@ -621,14 +621,20 @@ impl Mapping {
         let row_start = out.len();
         row.texts.clear();
         row.ends.clear();
+        // The cell of the last value converted, kept while its text is in
+        // use: a value found as written leaves it alone, so that it costs
+        // neither a cell's setting nor a look at it after.
+        let mut value: Option<Cell<'c>> = None;
         for (i, field) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            let mut value = None;
             let (text, plain) = match as_written(i) {
                 Some(found) => found,
                 None => {
+                    if let Some(cell) = value.take() {
+                        cell.discard();
+                    }
                     value = field.slot.and_then(&mut cell);
                     row.scratch.clear();
                     match self.convert(field, value.as_ref(), &mut row.scratch, &mut seen[i]) {
@@ -636,9 +642,6 @@ impl Mapping {
                         Ok(None) => {
                             check(i, "");
                             row.ends.push(row.texts.len());
-                            if let Some(cell) = value {
-                                cell.discard();
-                            }
                             continue;
                         }
                         Err(reason) => {
@@ -661,9 +664,9 @@ impl Mapping {
                 row.texts.push_str(text);
                 row.ends.push(row.texts.len());
             }
-            if let Some(cell) = value {
-                cell.discard();
-            }
+        }
+        if let Some(cell) = value {
+            cell.discard();
         }
         out.push(b'\n');
         Ok(())
