@@ -10,9 +10,10 @@ pub mod store;
 
 use std::fs;
 use std::io;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::ObjectStore;
@@ -68,12 +69,28 @@ impl Object {
 /// to wait on the disk.
 pub(crate) const READ_AHEAD: u64 = 16 << 20;
 
-/// Set once a read of a local file waited on the disk (see `LocalFile`).
-static COLD: AtomicBool = AtomicBool::new(false);
+/// Bytes read from local files so far, and up to how many of them reading
+/// counts as cold: a read that had most of its bytes from the disk makes
+/// the next `COLD_FOR` bytes cold (see `LocalFile`).
+static READ: AtomicU64 = AtomicU64::new(0);
+static COLD_UNTIL: AtomicU64 = AtomicU64::new(0);
 
-/// Whether reading local files has been seen to wait on the disk.
+/// How long a read from the disk keeps reading cold: a cold run goes on
+/// missing the cache (reads that find the pages asked ahead still under
+/// way count), a cached one stops asking ahead soon after a miss.
+const COLD_FOR: u64 = 256 << 20;
+
+/// Whether reading local files waits on the disk (recently did).
 pub(crate) fn reading_cold() -> bool {
-    COLD.load(Ordering::Relaxed)
+    READ.load(Ordering::Relaxed) < COLD_UNTIL.load(Ordering::Relaxed)
+}
+
+/// Counts `n` bytes read, `from_disk` of them from the disk.
+fn count_read(n: u64, from_disk: bool) {
+    let read = READ.fetch_add(n, Ordering::Relaxed) + n;
+    if from_disk {
+        COLD_UNTIL.fetch_max(read + COLD_FOR, Ordering::Relaxed);
+    }
 }
 
 /// Asks the kernel to start reading `len` bytes of `file` from `offset`
@@ -98,18 +115,28 @@ pub(crate) fn read_ahead(file: &fs::File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// A local file read in order. Once a read is slower than the cache serves
-/// (under 1 GB/s, for a read of 256 KiB or more), this run's reads of local
-/// files are taken to wait on the disk, and the kernel is asked to read
-/// `READ_AHEAD` bytes ahead of each (and of the files next in line, see
-/// `Prefetch`). Not asked while the files are cached: a hint still walks
-/// the cache over its range, which cost 3% of a cached run's CPU.
+/// A local file read in order, each read straight into the spare room of
+/// the chunk's buffer in one call (std's `read_to_end` reads 8 KiB, then
+/// twice as much each time: ten calls a chunk).
+///
+/// On Linux a read first asks for cached bytes only (`RWF_NOWAIT`). Once a
+/// read had to wait and at least half of its bytes came from the disk
+/// (the thread's `ru_inblock`), this run's reads of local files are taken
+/// to wait on the disk, and the kernel is asked to read `READ_AHEAD` bytes
+/// ahead of each (and of the files next in line, see `Prefetch`). Not
+/// asked while the files are cached: a hint still walks the cache over its
+/// range (3% of a cached run's CPU), and reads that wait for a few pages
+/// this VM's kernel dropped from its cache are not a cold disk. (The test
+/// was a read under 1 GB/s: reads preempted half-way or faulting their
+/// buffer in passed it, and a cached run made 500-800 hints.)
 pub(crate) struct LocalFile {
     file: fs::File,
     /// Bytes read so far.
     at: u64,
     /// Bytes the kernel has been asked to read ahead, from the start.
     asked: u64,
+    /// Whether `RWF_NOWAIT` reads work on this file.
+    nowait: bool,
 }
 
 impl LocalFile {
@@ -118,6 +145,7 @@ impl LocalFile {
             file,
             at: 0,
             asked: 0,
+            nowait: cfg!(target_os = "linux"),
         };
         local.ask_ahead();
         local
@@ -133,37 +161,120 @@ impl LocalFile {
         }
     }
 
-    /// Counts `n` bytes just read, `started` when this read was timed.
-    fn read_past(&mut self, n: usize, started: Option<std::time::Instant>) {
-        self.at += n as u64;
-        if let Some(started) = started
-            && n >= 256 << 10
-            && started.elapsed().as_nanos() > n as u128
-        {
-            COLD.store(true, Ordering::Relaxed);
+    /// Reads into `dst` at `self.at`, in one call: the bytes read, 0 at the
+    /// end of the file.
+    fn read_into(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        if dst.is_empty() {
+            return Ok(0);
         }
+        let (n, from_disk) = self.read_at(dst)?;
+        self.at += n as u64;
+        count_read(n as u64, from_disk);
         self.ask_ahead();
+        Ok(n)
     }
+
+    /// One read at `self.at`: the bytes read, and whether most of them
+    /// came from the disk.
+    #[cfg(target_os = "linux")]
+    fn read_at(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<(usize, bool)> {
+        if self.nowait {
+            match pread(&self.file, dst, self.at, libc::RWF_NOWAIT) {
+                Ok(n) => return Ok((n, false)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Not on this file system: plain reads, never found cold.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.nowait = false,
+                Err(e) => return Err(e),
+            }
+        }
+        let n = pread(&self.file, dst, self.at, 0)?;
+        // The call that gave up started reading what it lacked: the disk's
+        // bytes are counted from this thread's last miss on.
+        let from_disk = self.nowait && 2 * 512 * blocks_read_since_last_miss() >= n as u64;
+        Ok((n, n > 0 && from_disk))
+    }
+
+    /// One read at `self.at` (the file's own position, which is the same).
+    #[cfg(not(target_os = "linux"))]
+    fn read_at(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<(usize, bool)> {
+        dst.fill(MaybeUninit::new(0));
+        // SAFETY: every byte was just initialised.
+        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        Ok((io::Read::read(&mut self.file, dst)?, false))
+    }
+}
+
+/// `preadv2` of `dst` at `offset` with `flags`, retried when interrupted.
+#[cfg(target_os = "linux")]
+fn pread(
+    file: &fs::File,
+    dst: &mut [MaybeUninit<u8>],
+    offset: u64,
+    flags: i32,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let iov = libc::iovec {
+        iov_base: dst.as_mut_ptr().cast(),
+        iov_len: dst.len(),
+    };
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: `iov` spans `dst`, memory the kernel may write; it reads
+        // nothing from it.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags) };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// The 512-byte blocks this thread has had read from storage since its
+/// last call (all of them at the first).
+#[cfg(target_os = "linux")]
+fn blocks_read_since_last_miss() -> u64 {
+    thread_local!(static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    // SAFETY: `getrusage` fills the struct it is given.
+    let now = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        u64::try_from(usage.ru_inblock).unwrap_or(0)
+    };
+    SEEN.with(|seen| now.saturating_sub(seen.replace(now)))
 }
 
 impl io::Read for LocalFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let started = (!reading_cold()).then(std::time::Instant::now);
-        let n = self.file.read(buf)?;
-        self.read_past(n, started);
-        Ok(n)
+        // SAFETY: initialised bytes seen as maybe-uninitialised ones, which
+        // `read_into` only writes.
+        let dst = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        self.read_into(dst)
     }
 }
 
 impl Source for LocalFile {
-    /// Through the file's own reading, which reads into the vector's spare
-    /// room as it is: `read` alone would have it zeroed first (std's
-    /// default), 3% of a run's CPU.
+    /// Reads into the vector's spare room as it is: `read` alone would
+    /// have it zeroed first (std's default), 3% of a run's CPU.
     fn append(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
-        let started = (!reading_cold()).then(std::time::Instant::now);
-        let n = self.file.append(buf, limit)?;
-        self.read_past(n, started);
-        Ok(n)
+        buf.reserve(limit);
+        let mut appended = 0;
+        while appended < limit {
+            let dst = &mut buf.spare_capacity_mut()[..limit - appended];
+            let n = self.read_into(dst)?;
+            if n == 0 {
+                break;
+            }
+            // SAFETY: `read_into` initialised the first `n` spare bytes.
+            unsafe { buf.set_len(buf.len() + n) };
+            appended += n;
+        }
+        Ok(appended)
     }
 }
 
@@ -347,33 +458,50 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Found>) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Reads `path` a chunk at a time as the chunk reader does, checking
+    /// after each read that it asked ahead when reading was cold.
+    fn read_all(path: &Path) -> Vec<u8> {
+        let mut file = LocalFile::new(fs::File::open(path).unwrap());
+        let mut got = Vec::new();
+        while file.append(&mut got, 1 << 20).unwrap() > 0 {
+            if reading_cold() {
+                // Asked at least half the way ahead of the reading.
+                assert!(
+                    file.asked >= file.at + READ_AHEAD / 2,
+                    "{} {}",
+                    file.asked,
+                    file.at
+                );
+            }
+        }
+        let mut small = [0u8; 1000];
+        let n = io::Read::read(&mut file, &mut small).unwrap();
+        assert_eq!((n, file.at), (0, got.len() as u64));
+        got
+    }
+
     #[test]
-    fn a_local_file_reads_alike_and_asks_ahead_once_reading_is_cold() {
+    fn a_local_file_reads_alike_cached_evicted_and_cold() {
         let body: Vec<u8> = (0..(3u32 << 20) + 77).map(|i| (i % 251) as u8).collect();
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         io::Write::write_all(&mut tmp, &body).unwrap();
-        // Whether this process has yet seen a slow read depends on the
-        // machine: the reading must not.
-        for cold in [reading_cold(), true] {
-            COLD.fetch_or(cold, Ordering::Relaxed);
-            let mut file = LocalFile::new(fs::File::open(tmp.path()).unwrap());
-            let mut got = Vec::new();
-            while file.append(&mut got, 1 << 20).unwrap() > 0 {
-                if reading_cold() {
-                    // Asked at least half the way ahead of the reading.
-                    assert!(
-                        file.asked >= file.at + READ_AHEAD / 2,
-                        "{} {}",
-                        file.asked,
-                        file.at
-                    );
-                }
-            }
-            let mut small = [0u8; 1000];
-            let n = io::Read::read(&mut file, &mut small).unwrap();
-            assert_eq!((n, file.at), (0, body.len() as u64));
-            assert!(got == body);
+        assert!(read_all(tmp.path()) == body);
+        // Out of the cache (where the file system lets it go): the reads
+        // that ask for cached bytes only give up, and read on waiting.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            tmp.as_file().sync_all().unwrap();
+            // SAFETY: a hint about an open descriptor.
+            unsafe {
+                libc::posix_fadvise(tmp.as_file().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+            };
+            assert!(read_all(tmp.path()) == body);
         }
+        // Cold: asked ahead of every read.
+        count_read(0, true);
+        assert!(reading_cold());
+        assert!(read_all(tmp.path()) == body);
     }
 
     #[test]
