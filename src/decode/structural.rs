@@ -17,14 +17,15 @@ use super::json::{Capture, Kind, Selector, Splitter, Top, Value, number_len, une
 
 /// The structural positions of one buffer, built a window at a time as the
 /// walk needs them (so the positions stay in cache and few whatever the
-/// buffer's size), and where the buffer's backslashes are (a bit a byte, for
-/// all of the buffer).
+/// buffer's size), and which of the buffer's strings hold a backslash (a
+/// bit on each one's closing quote, for all of the buffer).
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     /// Positions not yet walked past, in order.
     pos: Vec<u32>,
-    /// One word per 64 bytes indexed, a bit per backslash.
-    backslash: Vec<u64>,
+    /// One word per 64 bytes indexed, a bit per closing quote of a string
+    /// that holds a backslash.
+    escaped: Vec<u64>,
     scratch: Vec<u8>,
     /// Bytes indexed so far (a multiple of 64 until the end).
     built: usize,
@@ -32,9 +33,11 @@ pub(crate) struct Index {
     len: usize,
     /// Where the last walk stopped in `pos`.
     cursor: usize,
-    /// What the next block inherits: an escape, a string, a scalar.
+    /// What the next block inherits: an escape, a string (and whether it
+    /// holds a backslash so far), a scalar.
     escape_carry: u64,
     in_string: u64,
+    escaped_carry: u64,
     scalar_carry: u64,
     /// The buffer holds what the walk cannot take (see `reset`).
     bad: bool,
@@ -526,9 +529,14 @@ impl Index {
     /// Either way the scanner reads on alone.
     pub fn reset(&mut self, buf: &[u8]) -> bool {
         self.pos.clear();
-        self.backslash.clear();
+        self.escaped.clear();
         (self.built, self.cursor, self.len) = (0, 0, buf.len());
-        (self.escape_carry, self.in_string, self.scalar_carry) = (0, 0, 0);
+        (
+            self.escape_carry,
+            self.in_string,
+            self.escaped_carry,
+            self.scalar_carry,
+        ) = (0, 0, 0, 0);
         self.bad = u32::try_from(buf.len()).is_err();
         self.simd = Simd::detect();
         !self.bad
@@ -594,15 +602,19 @@ impl Index {
         let base = self.built;
         // The positions' masks, flattened once all are found (the walk
         // takes none of a window that holds what it cannot take), and the
-        // backslashes'.
+        // closing quotes of strings that hold a backslash.
         let mut found = [0u64; WINDOW / 64];
-        let mut backslash = [0u64; WINDOW / 64];
+        let mut escaped_strings = [0u64; WINDOW / 64];
         let mut blocks_done = 0;
         // The carries from block to block, in registers: kept in `self`,
         // each block's store and the next one's load of it stood in the
         // chain from block to block.
-        let (mut escape_carry, mut in_string, mut scalar_carry) =
-            (self.escape_carry, self.in_string, self.scalar_carry);
+        let (mut escape_carry, mut in_string, mut escaped_carry, mut scalar_carry) = (
+            self.escape_carry,
+            self.in_string,
+            self.escaped_carry,
+            self.scalar_carry,
+        );
         for block in (&mut blocks).chain(last) {
             let block: &[u8; 64] = block.try_into().expect("64 bytes");
             let m = classify(block);
@@ -636,12 +648,24 @@ impl Index {
             let scalar_start = scalar & !((scalar << 1) | scalar_carry);
             scalar_carry = scalar >> 63;
             found[blocks_done] = (m.op & !string) | quote | scalar_start;
-            backslash[blocks_done] = m.backslash;
+            // A string's backslashes added to its run of `inside` bits carry
+            // out of the run onto its closing quote, whatever their number;
+            // out of the word when the string goes on into the next block,
+            // whose first bit then takes the carry.
+            let held = (m.backslash & inside) | escaped_carry;
+            let (sum, on) = inside.overflowing_add(held);
+            escaped_strings[blocks_done] = sum & !inside;
+            escaped_carry = u64::from(on);
             blocks_done += 1;
         }
-        (self.escape_carry, self.in_string, self.scalar_carry) =
-            (escape_carry, in_string, scalar_carry);
-        self.backslash.extend_from_slice(&backslash[..blocks_done]);
+        (
+            self.escape_carry,
+            self.in_string,
+            self.escaped_carry,
+            self.scalar_carry,
+        ) = (escape_carry, in_string, escaped_carry, scalar_carry);
+        self.escaped
+            .extend_from_slice(&escaped_strings[..blocks_done]);
         // Flattened once the window's masks are all found: each block's
         // positions then wait on nothing of the blocks before. Room for
         // all of them at once, and for the junk past the last.
@@ -696,25 +720,11 @@ impl Index {
     }
 }
 
-/// Whether `buf[start..end]` holds a backslash, given the backslash bits
-/// of `buf`.
+/// Whether the string whose closing quote is at `close` holds a
+/// backslash, given the index's bits of such quotes.
 #[inline(always)]
-fn has_backslash(bits: &[u64], start: usize, end: usize) -> bool {
-    let (word, off, len) = (start / 64, start % 64, end - start);
-    if off + len <= 64 {
-        // The usual case: the span lies in one word.
-        return len > 0 && (bits[word] >> off) << (64 - len) != 0;
-    }
-    let mut at = start;
-    while at < end {
-        let word = bits[at / 64] >> (at % 64);
-        let span = (64 - at % 64).min(end - at);
-        if word << (64 - span) != 0 {
-            return true;
-        }
-        at += span;
-    }
-    false
+fn holds_backslash(escaped: &[u64], close: usize) -> bool {
+    escaped[close / 64] >> (close % 64) & 1 != 0
 }
 
 /// For `run`, which starts with a digit 1 to 9 (no leading zero):
@@ -992,7 +1002,7 @@ impl Walk<'_> {
                 // Equal bytes, and no path has an escape: neither has
                 // the key.
                 Some(entry) if !sel.escapes() => Some(entry),
-                found if !has_backslash(&self.index.backslash, ks, ke) => found,
+                found if !holds_backslash(&self.index.escaped, ke) => found,
                 _ => {
                     let key = &mut self.index.scratch;
                     key.clear();
@@ -1057,7 +1067,7 @@ impl Walk<'_> {
         match b {
             b'"' => {
                 let (start, end) = self.string_from::<CHECKED>(i, start)?;
-                let escaped = has_backslash(&self.index.backslash, start, end);
+                let escaped = holds_backslash(&self.index.escaped, end);
                 Some(Value {
                     start,
                     end,
@@ -1490,6 +1500,42 @@ mod tests {
         out
     }
 
+    /// The closing quotes of the strings that hold a backslash, read byte
+    /// by byte.
+    fn reference_escaped(buf: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let (mut in_string, mut escape, mut held) = (false, false, false);
+        for (i, &b) in buf.iter().enumerate() {
+            let escaped = std::mem::take(&mut escape);
+            escape = b == b'\\' && !escaped;
+            if in_string {
+                held |= b == b'\\';
+                if b == b'"' && !escaped {
+                    in_string = false;
+                    if held {
+                        out.push(i as u32);
+                    }
+                }
+            } else if b == b'"' && !escaped {
+                (in_string, held) = (true, false);
+            }
+        }
+        out
+    }
+
+    /// The bits set in `words`, as positions.
+    fn bit_positions(words: &[u64]) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (k, &w) in words.iter().enumerate() {
+            out.extend(
+                (0..64)
+                    .filter(|b| w >> b & 1 == 1)
+                    .map(|b| (64 * k + b) as u32),
+            );
+        }
+        out
+    }
+
     #[test]
     fn the_index_matches_a_byte_by_byte_reading() {
         let tokens: [&[u8]; 20] = [
@@ -1509,19 +1555,20 @@ mod tests {
             let mut index = Index::default();
             if whole(&mut index, &buf, Simd::Base) {
                 built += 1;
+                let text = String::from_utf8_lossy(&buf);
+                assert_eq!(index.pos, reference(&buf), "{text:?}");
                 assert_eq!(
-                    index.pos,
-                    reference(&buf),
-                    "{:?}",
-                    String::from_utf8_lossy(&buf)
+                    bit_positions(&index.escaped),
+                    reference_escaped(&buf),
+                    "{text:?}"
                 );
                 // With wider instructions, the same.
                 for simd in levels() {
                     let mut wide = Index::default();
                     assert!(whole(&mut wide, &buf, simd), "{simd:?}");
                     assert_eq!(
-                        (&wide.pos, &wide.backslash),
-                        (&index.pos, &index.backslash),
+                        (&wide.pos, &wide.escaped),
+                        (&index.pos, &index.escaped),
                         "{simd:?}"
                     );
                 }
@@ -1567,6 +1614,11 @@ mod tests {
                 let mut index = Index::default();
                 assert!(whole(&mut index, &buf, simd));
                 assert_eq!(index.pos, reference(&buf), "run of {run}, {simd:?}");
+                assert_eq!(
+                    bit_positions(&index.escaped),
+                    reference_escaped(&buf),
+                    "run of {run}, {simd:?}"
+                );
             }
         }
     }
