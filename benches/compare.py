@@ -18,7 +18,9 @@ What it does:
      with a comma that the CSV must quote.
   3. Installs the pinned DuckDB and Polars into target/bench-venv and
      re-runs itself with that venv's python.
-  4. For each case, reads the input once (warm cache), then runs each tool
+  4. For each case, rewrites its input files (so that the page cache holds
+     them as freshly written ones, `--page-cache as-is` to leave it) and
+     reads them once (warm cache), then runs each tool
      and ours alternately --runs times, each run a subprocess measured with
      wait4: wall time, CPU (user+sys) and peak RSS.
   5. Checks that every output holds the same rows as ours (count and an
@@ -219,10 +221,28 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in files_under(path))
 
 
-def warm(path: Path) -> None:
+def warm(path: Path, rewrite: bool) -> None:
     """One untimed read of every input file, so all tools start from a warm
-    page cache (dropping the cache needs root and a quiet machine)."""
+    page cache (dropping the cache needs root and a quiet machine).
+
+    With `rewrite`, each file is first copied and renamed over itself, so
+    the cache holds it as a freshly written file does. How the cache holds
+    a file changes every tool's cost of reading it: a file written lately
+    is cached in large pieces (folios of 16-64 KiB on this machine), one
+    the kernel read back from the disk in 4 KiB pages, and this VM's kernel
+    drops cold pages (DAMON) within minutes, so that a set left alone drifts
+    to 4 KiB pages at its own pace. On the NDJSON set, our CPU on one core
+    was 11% higher in 4 KiB pages (the kernel's copy and its look-ups per
+    page), and the JSON set, 35% of it in larger pieces that day, looked
+    cheaper than the NDJSON one by as much."""
     for p in files_under(path):
+        if rewrite:
+            tmp = p.with_name(f".{p.name}.rewrite")
+            try:
+                shutil.copyfile(p, tmp)
+                os.replace(tmp, p)
+            finally:
+                tmp.unlink(missing_ok=True)
         with open(p, "rb", buffering=0) as f:
             while f.read(1 << 20):
                 pass
@@ -796,7 +816,8 @@ def header(args, binary: Path, cases: list[str], data: Path) -> list[str]:
         f"their times include starting Python and importing the library "
         f"(`import duckdb` {import_time('duckdb'):.2f} s, `import polars` {import_time('polars'):.2f} s)",
         f"- Data: {data} — {args.events:,} events, seed {args.seed}, made by examples/gen_events.rs; "
-        f"warm page cache (each input read once before its case)",
+        f"warm page cache (each input read once before its case"
+        + (", after a rewrite of each of its files, so cached as freshly written)" if args.page_cache == "written" else ", cached as it was)"),
         f"- Method: {args.runs} runs per tool, tools alternating within each round; each run a "
         f"subprocess measured with wait4 (CPU = user + sys, peak = max RSS over the runs; "
         f"a peak under ~5 MiB would show as ~5 MiB, the launcher's); "
@@ -832,6 +853,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--s3-events", type=int, default=S3_EVENTS, help="events of the --s3 set (default %(default)s, 1 GB)")
     p.add_argument("--cases", help="comma-separated cases to run (default 1,2,3,4,6 plus 5 and 7 when asked)")
     p.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
+    p.add_argument("--page-cache", choices=["written", "as-is"], default="written",
+                   help="before each case, rewrite its input files so that they are cached as freshly written "
+                        "(default), or leave the cache as it is")
     p.add_argument("--markdown", type=Path, help="also write the report to this file")
     p.add_argument("--out", type=Path, default=ROOT / "target" / "bench-out", help="scratch folder for outputs")
     p.add_argument("--keep", action="store_true", help="keep the output CSVs")
@@ -874,7 +898,7 @@ def main() -> int:
         title, tools, targets = CASES[case](ctx)
         log(f"compare: case {title}")
         for local in dict.fromkeys(t.input for t in tools):
-            warm(local)
+            warm(local, args.page_cache == "written")
         try:
             run_alternating(spawner, tools, args.runs, f"case {case}", args.out)
         except ToolFailed as e:
