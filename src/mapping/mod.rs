@@ -598,8 +598,8 @@ impl Mapping {
     }
 
     /// Appends one CSV row; `cell` gives the source value of a selector slot
-    /// (`None` when the record has none), and `as_written` the text of
-    /// field `i` where it knows it to be what converting the cell gives,
+    /// (`None` when the record has none), and `as_written` the text of a
+    /// field where it knows it to be what converting the cell gives,
     /// and whether it knows the text to hold no byte the CSV must quote or
     /// escape; `within` is the buffer such texts are sliced from (empty for
     /// none), which lets a short one be copied 16 bytes at once. On a bad
@@ -609,7 +609,7 @@ impl Mapping {
         &self,
         (mut cell, mut as_written, within): (
             impl FnMut(usize) -> Option<Cell<'c>>,
-            impl FnMut(usize) -> Option<(&'c str, bool)>,
+            impl FnMut(&Field) -> Option<(&'c str, bool)>,
             &[u8],
         ),
         row: &mut RowBuf,
@@ -629,7 +629,7 @@ impl Mapping {
             if i > 0 {
                 out.push(b',');
             }
-            let (text, plain) = match as_written(i) {
+            let (text, plain) = match as_written(field) {
                 Some(found) => found,
                 None => {
                     if let Some(cell) = value.take() {
@@ -1059,7 +1059,7 @@ impl Mapping {
         &self,
         done: &mut Converted,
         cell: impl FnMut(usize) -> Option<Cell<'c>>,
-        (as_written, within): (impl FnMut(usize) -> Option<(&'c str, bool)>, &[u8]),
+        (as_written, within): (impl FnMut(&Field) -> Option<(&'c str, bool)>, &[u8]),
         opts: RowOptions,
         origin: impl FnOnce() -> Origin,
         raw: &[u8],
@@ -1326,10 +1326,8 @@ impl Mapping {
                 }
             };
             let cell = |slot: usize| caps[slot].value().map(|v| Cell::from_json_in(v, buf, text));
-            let as_written = |i: usize| {
-                let field = &self.fields[i];
-                self.json_as_written(field, caps[field.slot?].value()?, text?)
-            };
+            let as_written =
+                |field: &Field| self.json_as_written(field, caps[field.slot?].value()?, text?);
             let row = done.records;
             let raw = &buf[span.0..span.1];
             self.push_row(
