@@ -502,6 +502,9 @@ mod tests {
         count_read(0, true);
         assert!(reading_cold());
         assert!(read_all(tmp.path()) == body);
+        // Cached reads take it back once `COLD_FOR` more bytes are read.
+        count_read(COLD_FOR, false);
+        assert!(!reading_cold());
     }
 
     #[test]
