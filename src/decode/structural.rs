@@ -954,7 +954,7 @@ impl Walk<'_> {
         loop {
             // A member whose value is a string or a scalar reads at most
             // `MEMBER` positions past its first: one check for all of them.
-            if i + MEMBER < self.len || self.ahead(&mut i) {
+            if i + MEMBER < self.len || self.ahead(std::mem::take(&mut i)) {
                 self.take_member::<false>(&mut i, node, sel, caps)?;
             } else {
                 self.take_member::<true>(&mut i, node, sel, caps)?;
@@ -969,13 +969,14 @@ impl Walk<'_> {
         }
     }
 
-    /// Indexes on until the `MEMBER`-th position from the i-th is there;
-    /// false at the end of the buffer.
+    /// Indexes on until the `MEMBER`-th position from the i-th is there,
+    /// which is then the first; false at the end of the buffer. (`i` by
+    /// value: a reference to the walk's position would keep it in memory
+    /// for all of `object`.)
     #[cold]
     #[inline(never)]
-    fn ahead(&mut self, i: &mut usize) -> bool {
-        self.i = *i;
-        *i = 0;
+    fn ahead(&mut self, i: usize) -> bool {
+        self.i = i;
         self.more(MEMBER)
     }
 
