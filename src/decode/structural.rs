@@ -1463,25 +1463,30 @@ mod tests {
         !index.bad
     }
 
-    /// The structural positions as a byte-by-byte reading finds them. A
+    /// The structural positions as a byte-by-byte reading finds them, and
+    /// the closing quotes of the strings that hold a backslash. A
     /// backslash escapes the next byte outside strings too (an escaped quote
     /// there is part of a scalar).
-    fn reference(buf: &[u8]) -> Vec<u32> {
-        let mut out = Vec::new();
-        let (mut in_string, mut escape, mut in_scalar) = (false, false, false);
+    fn reference(buf: &[u8]) -> (Vec<u32>, Vec<u32>) {
+        let (mut out, mut escaped_strings) = (Vec::new(), Vec::new());
+        let (mut in_string, mut escape, mut in_scalar, mut held) = (false, false, false, false);
         for (i, &b) in buf.iter().enumerate() {
             let escaped = std::mem::take(&mut escape);
             escape = b == b'\\' && !escaped;
             if in_string {
+                held |= b == b'\\';
                 if b == b'"' && !escaped {
                     in_string = false;
                     out.push(i as u32);
+                    if held {
+                        escaped_strings.push(i as u32);
+                    }
                 }
                 continue;
             }
             match b {
                 b'"' if !escaped => {
-                    in_string = true;
+                    (in_string, held) = (true, false);
                     in_scalar = false;
                     out.push(i as u32);
                 }
@@ -1498,30 +1503,7 @@ mod tests {
                 }
             }
         }
-        out
-    }
-
-    /// The closing quotes of the strings that hold a backslash, read byte
-    /// by byte.
-    fn reference_escaped(buf: &[u8]) -> Vec<u32> {
-        let mut out = Vec::new();
-        let (mut in_string, mut escape, mut held) = (false, false, false);
-        for (i, &b) in buf.iter().enumerate() {
-            let escaped = std::mem::take(&mut escape);
-            escape = b == b'\\' && !escaped;
-            if in_string {
-                held |= b == b'\\';
-                if b == b'"' && !escaped {
-                    in_string = false;
-                    if held {
-                        out.push(i as u32);
-                    }
-                }
-            } else if b == b'"' && !escaped {
-                (in_string, held) = (true, false);
-            }
-        }
-        out
+        (out, escaped_strings)
     }
 
     /// The bits set in `words`, as positions.
@@ -1557,12 +1539,8 @@ mod tests {
             if whole(&mut index, &buf, Simd::Base) {
                 built += 1;
                 let text = String::from_utf8_lossy(&buf);
-                assert_eq!(index.pos, reference(&buf), "{text:?}");
-                assert_eq!(
-                    bit_positions(&index.escaped),
-                    reference_escaped(&buf),
-                    "{text:?}"
-                );
+                let got = (index.pos.clone(), bit_positions(&index.escaped));
+                assert_eq!(got, reference(&buf), "{text:?}");
                 // With wider instructions, the same.
                 for simd in levels() {
                     let mut wide = Index::default();
@@ -1593,7 +1571,7 @@ mod tests {
                     let indexed = whole(&mut index, &buf, simd);
                     assert_eq!(indexed, b != b'\\', "byte {b:#x} at {at}, {simd:?}");
                     if indexed {
-                        let want = reference(&buf);
+                        let (want, _) = reference(&buf);
                         assert_eq!(index.pos, want, "byte {b:#x} at {at}, {simd:?}");
                     }
                 }
@@ -1614,12 +1592,8 @@ mod tests {
             for simd in levels() {
                 let mut index = Index::default();
                 assert!(whole(&mut index, &buf, simd));
-                assert_eq!(index.pos, reference(&buf), "run of {run}, {simd:?}");
-                assert_eq!(
-                    bit_positions(&index.escaped),
-                    reference_escaped(&buf),
-                    "run of {run}, {simd:?}"
-                );
+                let got = (index.pos, bit_positions(&index.escaped));
+                assert_eq!(got, reference(&buf), "run of {run}, {simd:?}");
             }
         }
     }
