@@ -136,6 +136,7 @@ pub(crate) struct LocalFile {
     /// Bytes the kernel has been asked to read ahead, from the start.
     asked: u64,
     /// Whether `RWF_NOWAIT` reads work on this file.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     nowait: bool,
 }
 
