@@ -106,10 +106,20 @@ impl Io {
     }
 
     /// Opens the CSV output: a hidden local file, an upload, or stdout.
-    pub(crate) fn csv_out(&self, dest: &CsvDest, part_bytes: usize) -> Result<CsvOut> {
+    /// A local file the run reads back (`read_back`) is written through
+    /// the page cache.
+    pub(crate) fn csv_out(
+        &self,
+        dest: &CsvDest,
+        part_bytes: usize,
+        read_back: bool,
+    ) -> Result<CsvOut> {
         Ok(match dest {
             CsvDest::Stdout => CsvOut::Stdout(io::BufWriter::with_capacity(1 << 20, io::stdout())),
-            CsvDest::File(Target::Local(path)) => CsvOut::File(AtomicFile::create(path)?),
+            CsvDest::File(Target::Local(path)) if read_back => {
+                CsvOut::File(AtomicFile::create(path)?)
+            }
+            CsvDest::File(Target::Local(path)) => CsvOut::File(AtomicFile::create_large(path)?),
             CsvDest::File(Target::Url(url)) => {
                 let store = self.rt.block_on(self.stores.get(url))?;
                 let path = object_store::path::Path::from(url.key.as_str());
@@ -1185,7 +1195,7 @@ pub(crate) fn convert_objects(
     // Only a deduplicated output is checked by reading it back.
     let keep_copy = cfg.dedupe && !matches!(layout, Layout::One(CsvDest::File(Target::Local(_))));
     let csv = match layout {
-        Layout::One(dest) => Sink::One(io.csv_out(&dest, cfg.part_bytes)?),
+        Layout::One(dest) => Sink::One(io.csv_out(&dest, cfg.part_bytes, cfg.dedupe)?),
         Layout::Parts {
             names,
             max_file,
@@ -1194,7 +1204,9 @@ pub(crate) fn convert_objects(
             names,
             max_file,
             max_folder,
-            Box::new(|target: &Target| io.csv_out(&CsvDest::File(target.clone()), cfg.part_bytes)),
+            Box::new(|target: &Target| {
+                io.csv_out(&CsvDest::File(target.clone()), cfg.part_bytes, cfg.dedupe)
+            }),
         )?)),
     };
     let progress = Progress::new(cfg.progress, objects.len() as u64, total_bytes);
@@ -1207,7 +1219,7 @@ pub(crate) fn convert_objects(
         out: cfg
             .rejects
             .as_ref()
-            .map(|t| io.csv_out(&CsvDest::File(t.clone()), cfg.part_bytes))
+            .map(|t| io.csv_out(&CsvDest::File(t.clone()), cfg.part_bytes, false))
             .transpose()?,
         max: cfg.max_errors,
     };

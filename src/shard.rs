@@ -513,7 +513,7 @@ fn assemble(io: &Io, run: &Target, markers: &[Marker], dest: &CsvDest, header: &
             io.object_at(&target.to_string(), &target, m.part_bytes)
         })
         .collect::<Result<Vec<Object>>>()?;
-    let mut out = io.csv_out(dest, 8 << 20)?;
+    let mut out = io.csv_out(dest, 8 << 20, false)?;
     out.write_all(header.as_bytes())?;
     let mut streams = io.reader(&parts);
     let mut buf = vec![0u8; 1 << 20];

@@ -10,6 +10,31 @@
 
 pub mod csv;
 pub(crate) mod dedupe;
+#[cfg(target_os = "linux")]
+mod direct;
+/// No direct writes off Linux: every file goes through the cache.
+#[cfg(not(target_os = "linux"))]
+mod direct {
+    use std::{fs, io};
+
+    pub(crate) fn enable(_: &fs::File) -> bool {
+        false
+    }
+
+    pub(crate) enum DirectFile {}
+
+    impl DirectFile {
+        pub fn new(_: fs::File) -> io::Result<DirectFile> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        pub fn write_all(&mut self, _: &[u8]) -> io::Result<()> {
+            match *self {}
+        }
+        pub fn finish(self) -> io::Result<fs::File> {
+            match self {}
+        }
+    }
+}
 pub(crate) mod parts;
 
 use std::fs;
@@ -79,11 +104,19 @@ impl Syncer {
     }
 }
 
+/// How a local output's bytes reach its file.
+enum Out {
+    /// Through the page cache, synced as it grows (see `Syncer`).
+    Cached(BufWriter<fs::File>),
+    /// Past the cache, on a thread of its own (see `direct`).
+    Direct(Box<direct::DirectFile>),
+}
+
 /// A file that appears at its final path only on `commit`.
 pub(crate) struct AtomicFile {
     path: PathBuf,
     tmp: PathBuf,
-    file: Option<BufWriter<fs::File>>,
+    file: Option<Out>,
     /// Bytes handed to the file so far.
     written: u64,
     /// Bytes handed to the system when the syncer was last asked to sync.
@@ -98,6 +131,16 @@ impl AtomicFile {
     /// Creates the hidden temporary file (and the folder), removing any that
     /// an earlier killed run left for the same path.
     pub fn create(path: &Path) -> Result<Self> {
+        Self::open(path, false)
+    }
+
+    /// `create` for a file that may grow large (a CSV): written directly
+    /// where the file system allows.
+    pub fn create_large(path: &Path) -> Result<Self> {
+        Self::open(path, true)
+    }
+
+    fn open(path: &Path, large: bool) -> Result<Self> {
         let err = |what, source| Error::Write {
             path: path.to_path_buf(),
             what,
@@ -126,13 +169,19 @@ impl AtomicFile {
             }
         }
         let tmp = dir.join(format!("{prefix}{}", std::process::id()));
-        let file = fs::File::create(&tmp).map_err(|e| err("cannot create a temporary file", e))?;
+        let cannot = |e| err("cannot create a temporary file", e);
+        let file = fs::File::create(&tmp).map_err(cannot)?;
+        let out = if large && direct::enable(&file) {
+            Out::Direct(Box::new(direct::DirectFile::new(file).map_err(cannot)?))
+        } else {
+            // Small: a chunk's rows (hundreds of KiB) are written straight
+            // through instead of copied into the buffer first.
+            Out::Cached(BufWriter::with_capacity(64 << 10, file))
+        };
         Ok(AtomicFile {
             path: path.to_path_buf(),
             tmp,
-            // Small: a chunk's rows (hundreds of KiB) are written straight
-            // through instead of copied into the buffer first.
-            file: Some(BufWriter::with_capacity(64 << 10, file)),
+            file: Some(out),
             written: 0,
             asked: 0,
             syncer: None,
@@ -141,12 +190,16 @@ impl AtomicFile {
     }
 
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        let file = self.file.as_mut().expect("written before commit");
-        file.write_all(bytes).map_err(|source| Error::Write {
+        let cannot = |source| Error::Write {
             path: self.path.clone(),
             what: "cannot write",
             source,
-        })?;
+        };
+        let file = match self.file.as_mut().expect("written before commit") {
+            Out::Cached(file) => file,
+            Out::Direct(direct) => return direct.write_all(bytes).map_err(cannot),
+        };
+        file.write_all(bytes).map_err(cannot)?;
         self.written += bytes.len() as u64;
         let reached = self.written - file.buffer().len() as u64;
         if reached - self.asked >= SYNC_EVERY {
@@ -171,9 +224,12 @@ impl AtomicFile {
             what,
             source,
         };
-        let file = file
-            .into_inner()
-            .map_err(|e| err("cannot write", e.into_error()))?;
+        let file = match file {
+            Out::Cached(file) => file
+                .into_inner()
+                .map_err(|e| err("cannot write", e.into_error()))?,
+            Out::Direct(direct) => direct.finish().map_err(|e| err("cannot write", e))?,
+        };
         if let Some(syncer) = self.syncer.take() {
             syncer.finish().map_err(|e| err("cannot sync", e))?;
         }
