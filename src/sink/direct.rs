@@ -222,42 +222,7 @@ impl Blocks {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    fn create(path: &Path) -> Option<DirectFile> {
-        let file = fs::File::create(path).unwrap();
-        if !enable(&file) {
-            eprintln!("no direct writes on this file system: nothing to test");
-            return None;
-        }
-        Some(DirectFile::new(file).unwrap())
-    }
-
-    /// Uneven pieces across several buffers, ending in a partial block:
-    /// the file holds every byte, in order.
-    #[test]
-    fn a_file_written_directly_holds_every_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.csv");
-        let Some(mut out) = create(&path) else {
-            return;
-        };
-        let mut expected = Vec::new();
-        let mut n = 0u32;
-        while expected.len() < 3 * CAP + 12_345 {
-            let piece: Vec<u8> = (0..(n % 7) * 100_003 + 17)
-                .map(|i| (i as u8) ^ n as u8)
-                .collect();
-            out.write_all(&piece).unwrap();
-            expected.extend_from_slice(&piece);
-            n += 1;
-        }
-        let file = out.finish().unwrap();
-        assert_eq!(file.metadata().unwrap().len(), expected.len() as u64);
-        assert_eq!(fs::read(&path).unwrap(), expected);
-    }
 
     /// A write the kernel refuses to take directly (here: from an address
     /// off the alignment) goes through the cache, and so does the rest.
