@@ -78,9 +78,9 @@ impl Buf {
 const BUFS: usize = 2;
 
 /// A new file written in whole aligned blocks by a thread of its own, its
-/// last partial block through the cache. Where direct writes are refused
-/// (a file system without them, or a short write that left the offset
-/// unaligned), the rest goes through the cache.
+/// last partial block through the cache. Where the kernel refuses a direct
+/// write (it wants other alignment) or a short one leaves the offset
+/// unaligned, the rest goes through the cache.
 pub(crate) struct DirectFile {
     buf: Buf,
     full: mpsc::SyncSender<Buf>,
