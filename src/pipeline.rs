@@ -1195,6 +1195,7 @@ pub(crate) fn convert_objects(
     // Only a deduplicated output is checked by reading it back.
     let keep_copy = cfg.dedupe && !matches!(layout, Layout::One(CsvDest::File(Target::Local(_))));
     let csv = match layout {
+        // A deduplicated local CSV is read back by the output check.
         Layout::One(dest) => Sink::One(io.csv_out(&dest, cfg.part_bytes, cfg.dedupe)?),
         Layout::Parts {
             names,
@@ -1204,8 +1205,9 @@ pub(crate) fn convert_objects(
             names,
             max_file,
             max_folder,
+            // Deduplicated parts are checked through the copy kept of them.
             Box::new(|target: &Target| {
-                io.csv_out(&CsvDest::File(target.clone()), cfg.part_bytes, cfg.dedupe)
+                io.csv_out(&CsvDest::File(target.clone()), cfg.part_bytes, false)
             }),
         )?)),
     };
