@@ -46,9 +46,27 @@ pub(crate) fn enable(file: &fs::File) -> bool {
     {
         return false;
     }
+    set_direct(file, true).is_ok()
+}
+
+/// Turns `O_DIRECT` on or off for `file`.
+fn set_direct(file: &fs::File, on: bool) -> io::Result<()> {
+    let fd = file.as_raw_fd();
     // SAFETY: flag calls on a descriptor we own; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } == 0
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::O_DIRECT
+    } else {
+        flags & !libc::O_DIRECT
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A buffer whose `CAP` bytes from `start` are aligned; `len` of them
@@ -209,12 +227,7 @@ impl Blocks {
 
     /// Writes through the cache from now on.
     fn cached(&mut self) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: flag calls on a descriptor we own; no memory is passed.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_direct(&self.file, false)?;
         self.direct = false;
         Ok(())
     }
