@@ -8,9 +8,10 @@
 //! writer), `mid-upload` (after rows were written to an output that is not
 //! committed), `after-commit` (every output and the schema landed, the run
 //! is not yet marked done) and `after-done` (the state says done, the lock
-//! is still held). Two points panic instead, as a bug would:
-//! `read-panic` (a worker, before it reads a chunk) and `decode-panic`
-//! (before it converts one).
+//! is still held). Three points panic instead, as a bug would:
+//! `read-panic` (a worker, before it reads a chunk), `decode-panic`
+//! (before it converts one) and `inflate-panic` (a thread decompressing
+//! an object, before it reads a chunk).
 //!
 //! With `PERSONALIZE_PREP_FAILPOINT_SLEEP=SECS` as well, the process sleeps
 //! there instead of aborting, so a test can meet a run at that point (a

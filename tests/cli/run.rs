@@ -19,6 +19,37 @@ fn sample_workdir() -> Workdir {
 /// quotes, and records large enough to straddle chunk boundaries.
 fn generated_workdir() -> Workdir {
     let wd = Workdir::new();
+    for (name, body) in generated_objects() {
+        wd.write(&name, body);
+    }
+    wd
+}
+
+/// `generated_workdir`'s objects, gzip (`.gz`), zstd (`.zst`) and plain in
+/// turn.
+fn compressed_workdir() -> Workdir {
+    use std::io::Write;
+    let wd = Workdir::new();
+    for (file, (name, body)) in generated_objects().into_iter().enumerate() {
+        let (name, bytes) = match file % 3 {
+            0 => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(body.as_bytes()).unwrap();
+                (format!("{name}.gz"), gz.finish().unwrap())
+            }
+            1 => (
+                format!("{name}.zst"),
+                zstd::encode_all(body.as_bytes(), 1).unwrap(),
+            ),
+            _ => (name, body.into_bytes()),
+        };
+        wd.write(&name, bytes);
+    }
+    wd
+}
+
+fn generated_objects() -> Vec<(String, String)> {
+    let mut objects = Vec::new();
     for file in 0..12 {
         let mut body = String::new();
         if file % 3 == 1 {
@@ -44,9 +75,9 @@ fn generated_workdir() -> Workdir {
         if file % 3 == 1 {
             body.push(']');
         }
-        wd.write(&format!("input/2024/01/{:02}/part-{file}", file % 4), body);
+        objects.push((format!("input/2024/01/{:02}/part-{file}", file % 4), body));
     }
-    wd
+    objects
 }
 
 fn convert_args(extra: &[&str]) -> Vec<String> {
@@ -105,6 +136,94 @@ fn output_is_identical_at_any_parallelism_and_chunk_size() {
         let run = wd.run(&args);
         run.assert_code(0);
         assert!(run.stdout == reference, "output differs with {extra:?}");
+    }
+}
+
+/// Compressed objects are decompressed beside the workers, several at
+/// once: the rows and their order are those of the plain objects.
+#[test]
+fn compressed_objects_convert_as_plain_ones_at_any_parallelism() {
+    let args = convert_args(&["--threads", "1", "-o", "-"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = generated_workdir().run(&args);
+    run.assert_code(0);
+    let reference = run.stdout;
+    let wd = compressed_workdir();
+    for extra in [
+        &["--threads", "1"][..],
+        &["--threads", "2"],
+        &["--threads", "3", "--chunk-bytes", "1"],
+        &["--threads", "2", "--chunk-bytes", "777"],
+        &["--threads", "8", "--chunk-bytes", "4096"],
+    ] {
+        let mut e = extra.to_vec();
+        e.extend(["-o", "-"]);
+        let args = convert_args(&e);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = wd.run(&args);
+        run.assert_code(0);
+        assert!(run.stdout == reference, "output differs with {extra:?}");
+    }
+}
+
+/// A compressed object that breaks fails the run at its turn, whatever
+/// was decompressed ahead of it: a later broken one is not what is
+/// reported, and nothing is written.
+#[test]
+fn a_broken_compressed_object_fails_the_run_in_its_turn() {
+    let wd = compressed_workdir();
+    let cut = std::fs::read(wd.path().join("input/2024/01/02/part-6.gz")).unwrap();
+    wd.write("input/2024/01/02/part-6.gz", &cut[..cut.len() / 2]);
+    wd.write("input/2024/01/03/part-3.gz", "not gzip, though named so");
+    for threads in ["1", "2", "3"] {
+        let args = convert_args(&["--threads", threads, "-o", "out.csv"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = wd.run(&args);
+        run.assert_code(1);
+        assert_eq!(
+            run.stderr,
+            "personalize-prep: input/2024/01/02/part-6.gz: cannot read at byte 42973 \
+             of the decompressed stream: incomplete deflate stream\n",
+            "--threads {threads}"
+        );
+        let written: Vec<String> = wd
+            .files(".")
+            .into_iter()
+            .filter(|f| !f.starts_with("input/"))
+            .collect();
+        assert!(written.is_empty(), "{written:?}");
+    }
+}
+
+/// A bug that panics in a thread decompressing an object ahead fails the
+/// run, at that object's turn, and nothing is written.
+#[test]
+fn a_panic_while_decompressing_fails_the_run_and_writes_nothing() {
+    let wd = compressed_workdir();
+    for nth in ["1", "4", "40"] {
+        let args = convert_args(&["--threads", "2", "--chunk-bytes", "4096", "-o", "out.csv"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = wd
+            .command(&args)
+            .env("PERSONALIZE_PREP_FAILPOINT", format!("inflate-panic:{nth}"))
+            .output()
+            .unwrap();
+        let run = crate::workdir::run_of(&args, run);
+        run.assert_code(1);
+        let last = run.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("personalize-prep: input/2024/01/")
+                && last.ends_with(": internal: decompressing a chunk panicked")
+                && run.stderr.contains("panicked at src/failpoint.rs"),
+            "inflate-panic:{nth}\n{}",
+            run.describe()
+        );
+        let written: Vec<String> = wd
+            .files(".")
+            .into_iter()
+            .filter(|f| !f.starts_with("input/"))
+            .collect();
+        assert!(written.is_empty(), "{written:?}");
     }
 }
 
