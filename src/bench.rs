@@ -84,6 +84,7 @@ impl Converter {
             guessed: false,
             end_top: Top::Between,
             utf8: None,
+            deferred: None,
         };
         let done = self
             .mapping

@@ -574,6 +574,9 @@ struct Opened {
     /// For CSV: given, or detected from the header line.
     delimiter: u8,
     stream: Box<dyn Source>,
+    /// The local file the stream reads, when uncompressed JSON, for chunks
+    /// cut by ranges (`ChunkReader::ranged`).
+    ranges: Option<source::FileRanges>,
 }
 
 fn open(object: &Object, raw: Box<dyn Source>, cfg: &ConvertConfig) -> Result<Opened> {
@@ -583,6 +586,7 @@ fn open(object: &Object, raw: Box<dyn Source>, cfg: &ConvertConfig) -> Result<Op
         source,
     };
     let mut raw = raw;
+    let ranges = raw.ranges();
     let head = peek(&mut raw, 4).map_err(|e| read_err("cannot read", e))?;
     let compression = cfg
         .compression
@@ -604,6 +608,7 @@ fn open(object: &Object, raw: Box<dyn Source>, cfg: &ConvertConfig) -> Result<Op
         format,
         delimiter,
         stream: Box::new(Read::chain(io::Cursor::new(head), stream)),
+        ranges: ranges.filter(|_| compression == Compression::None && format == Format::Json),
     })
 }
 
@@ -697,7 +702,12 @@ impl<'a> ObjectReader<'a> {
             object,
             format: opened.format,
             decompressed: opened.compression != Compression::None,
-            reader: ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
+            reader: match opened.ranges {
+                Some(ranges) => {
+                    ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries).ranged(ranges)
+                }
+                None => ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
+            },
             decoder: None,
             delimiter: opened.delimiter,
         }
@@ -823,6 +833,22 @@ fn convert_work(
     decompressed: bool,
     opts: mapping::RowOptions,
 ) -> Done {
+    let mut work = work;
+    if let Work::Chunk(_, chunk) = &mut work
+        && let Err(e) = chunk.fill()
+    {
+        let error = Error::Read {
+            key: name.to_string(),
+            what: format!("cannot read at byte {}", e.offset),
+            source: e.error,
+        };
+        let json = None;
+        return Done::Failed {
+            object: index,
+            error,
+            json,
+        };
+    }
     let (converted, last, json) = match work {
         Work::Chunk(Decoder::Json, chunk) => (
             mapping.convert_json(&chunk, name, decompressed, opts),
@@ -2187,6 +2213,7 @@ impl Run<'_> {
             guessed: next.guessed,
             end_top: next.end_top,
             utf8: None,
+            deferred: None,
         };
         let mapping = self.mapping.get().expect("resolved before any chunk");
         let rules = rules_for(self.rules, self.cfg, mapping);
@@ -2320,6 +2347,7 @@ fn write_all(
                             guessed: true,
                             end_top: chunk.end_top,
                             utf8: None,
+                            deferred: None,
                         };
                         cut = Some((start, carried));
                     }
@@ -2468,6 +2496,7 @@ mod tests {
             guessed: false,
             end_top: crate::decode::json::Top::Between,
             utf8: None,
+            deferred: None,
         };
         assert_eq!(Work::Chunk(Decoder::Json, chunk).permits(16), 1);
     }

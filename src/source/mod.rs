@@ -13,7 +13,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::ObjectStore;
@@ -130,78 +130,132 @@ pub(crate) fn read_ahead(file: &fs::File, offset: u64, len: u64) {
 /// was a read under 1 GB/s: reads preempted half-way or faulting their
 /// buffer in passed it, and a cached run made 500-800 hints.)
 pub(crate) struct LocalFile {
-    file: fs::File,
+    ranges: FileRanges,
     /// Bytes read so far.
     at: u64,
+}
+
+/// A local file read at any offset, by its `LocalFile` in order and by the
+/// workers that take chunks of it as ranges (`ChunkReader::ranged`), each
+/// read as `LocalFile` describes.
+#[derive(Clone)]
+pub(crate) struct FileRanges(Arc<Ranges>);
+
+impl std::fmt::Debug for FileRanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileRanges")
+    }
+}
+
+struct Ranges {
+    file: fs::File,
     /// Bytes the kernel has been asked to read ahead, from the start.
-    asked: u64,
+    asked: AtomicU64,
     /// Whether `RWF_NOWAIT` reads work on this file.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    nowait: bool,
+    nowait: AtomicBool,
 }
 
 impl LocalFile {
     pub fn new(file: fs::File) -> Self {
-        let mut local = LocalFile {
+        let ranges = FileRanges(Arc::new(Ranges {
             file,
-            at: 0,
-            asked: 0,
-            nowait: cfg!(target_os = "linux"),
-        };
-        local.ask_ahead();
-        local
-    }
-
-    /// Asks for the bytes up to `READ_AHEAD` past the reading, once half
-    /// of the way asked before is read, when reading waits on the disk.
-    fn ask_ahead(&mut self) {
-        if reading_cold() && self.at + READ_AHEAD / 2 >= self.asked {
-            let upto = self.at + READ_AHEAD;
-            read_ahead(&self.file, self.asked, upto - self.asked);
-            self.asked = upto;
-        }
+            asked: AtomicU64::new(0),
+            nowait: AtomicBool::new(cfg!(target_os = "linux")),
+        }));
+        ranges.ask_ahead(0);
+        LocalFile { ranges, at: 0 }
     }
 
     /// Reads into `dst` at `self.at`, in one call: the bytes read, 0 at the
     /// end of the file.
     fn read_into(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let n = self.ranges.read_at(self.at, dst)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl FileRanges {
+    /// The file's length now.
+    pub fn len(&self) -> io::Result<u64> {
+        Ok(self.0.file.metadata()?.len())
+    }
+
+    /// Asks for the bytes up to `READ_AHEAD` past `at`, once half of the
+    /// way asked before is read, when reading waits on the disk.
+    fn ask_ahead(&self, at: u64) {
+        let asked = self.0.asked.load(Ordering::Relaxed);
+        if reading_cold() && at + READ_AHEAD / 2 >= asked {
+            let upto = at + READ_AHEAD;
+            if self.0.asked.fetch_max(upto, Ordering::Relaxed) < upto {
+                read_ahead(&self.0.file, asked, upto - asked);
+            }
+        }
+    }
+
+    /// Reads into `dst` at `offset`, in one call: the bytes read, 0 at the
+    /// end of the file.
+    fn read_at(&self, offset: u64, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         if dst.is_empty() {
             return Ok(0);
         }
-        let (n, from_disk) = self.read_at(dst)?;
-        self.at += n as u64;
+        let (n, from_disk) = self.read_once(offset, dst)?;
         count_read(n as u64, from_disk);
-        self.ask_ahead();
+        self.ask_ahead(offset + n as u64);
         Ok(n)
     }
 
-    /// One read at `self.at`: the bytes read, and whether most of them
+    /// Appends bytes `offset..offset + len` of the file to `buf`: how many,
+    /// fewer only at the end of the file.
+    pub fn read_range(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+        buf.reserve(len);
+        let mut appended = 0;
+        while appended < len {
+            let dst = &mut buf.spare_capacity_mut()[..len - appended];
+            let n = self.read_at(offset + appended as u64, dst)?;
+            if n == 0 {
+                break;
+            }
+            // SAFETY: `read_at` initialised the first `n` spare bytes.
+            unsafe { buf.set_len(buf.len() + n) };
+            appended += n;
+        }
+        Ok(appended)
+    }
+
+    /// One read at `offset`: the bytes read, and whether most of them
     /// came from the disk.
     #[cfg(target_os = "linux")]
-    fn read_at(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<(usize, bool)> {
-        if self.nowait {
-            match pread(&self.file, dst, self.at, libc::RWF_NOWAIT) {
+    fn read_once(&self, offset: u64, dst: &mut [MaybeUninit<u8>]) -> io::Result<(usize, bool)> {
+        let file = &self.0.file;
+        let nowait = self.0.nowait.load(Ordering::Relaxed);
+        if nowait {
+            match pread(file, dst, offset, libc::RWF_NOWAIT) {
                 Ok(n) => return Ok((n, false)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // Not on this file system: plain reads, never found cold.
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.nowait = false,
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    self.0.nowait.store(false, Ordering::Relaxed)
+                }
                 Err(e) => return Err(e),
             }
         }
-        let n = pread(&self.file, dst, self.at, 0)?;
+        let n = pread(file, dst, offset, 0)?;
         // The call that gave up started reading what it lacked: the disk's
         // bytes are counted from this thread's last miss on.
-        let from_disk = self.nowait && 2 * 512 * blocks_read_since_last_miss() >= n as u64;
+        let from_disk = nowait && 2 * 512 * blocks_read_since_last_miss() >= n as u64;
         Ok((n, n > 0 && from_disk))
     }
 
-    /// One read at `self.at` (the file's own position, which is the same).
+    /// One read at the file's own position, which is `offset`: elsewhere
+    /// than Linux only `LocalFile` reads, in order.
     #[cfg(not(target_os = "linux"))]
-    fn read_at(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<(usize, bool)> {
+    fn read_once(&self, _offset: u64, dst: &mut [MaybeUninit<u8>]) -> io::Result<(usize, bool)> {
         dst.fill(MaybeUninit::new(0));
         // SAFETY: every byte was just initialised.
         let dst = unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) };
-        Ok((io::Read::read(&mut self.file, dst)?, false))
+        Ok((io::Read::read(&mut &self.0.file, dst)?, false))
     }
 }
 
@@ -263,19 +317,14 @@ impl Source for LocalFile {
     /// Reads into the vector's spare room as it is: `read` alone would
     /// have it zeroed first (std's default), 3% of a run's CPU.
     fn append(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
-        buf.reserve(limit);
-        let mut appended = 0;
-        while appended < limit {
-            let dst = &mut buf.spare_capacity_mut()[..limit - appended];
-            let n = self.read_into(dst)?;
-            if n == 0 {
-                break;
-            }
-            // SAFETY: `read_into` initialised the first `n` spare bytes.
-            unsafe { buf.set_len(buf.len() + n) };
-            appended += n;
-        }
-        Ok(appended)
+        let n = self.ranges.read_range(self.at, limit, buf)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    /// On Linux, where reads at an offset go as `LocalFile` describes.
+    fn ranges(&self) -> Option<FileRanges> {
+        cfg!(target_os = "linux").then(|| self.ranges.clone())
     }
 }
 
@@ -467,12 +516,8 @@ mod tests {
         while file.append(&mut got, 1 << 20).unwrap() > 0 {
             if reading_cold() {
                 // Asked at least half the way ahead of the reading.
-                assert!(
-                    file.asked >= file.at + READ_AHEAD / 2,
-                    "{} {}",
-                    file.asked,
-                    file.at
-                );
+                let asked = file.ranges.0.asked.load(Ordering::Relaxed);
+                assert!(asked >= file.at + READ_AHEAD / 2, "{asked} {}", file.at);
             }
         }
         let mut small = [0u8; 1000];
