@@ -1264,8 +1264,11 @@ pub(crate) fn convert_objects(
         mapping: &mapping,
         rules: &rules,
     };
-    let prefetch = Prefetch::new(objects, io.handle(), cfg.concurrency);
-    let feeder = Mutex::new(Feeder::new(&run, prefetch, Arc::clone(&mapping)));
+    // The objects an inflater reads count among those fetched at once.
+    let inflaters = inflaters(cfg, objects);
+    let ahead = (cfg.concurrency + 1).saturating_sub(inflaters).max(1);
+    let prefetch = Prefetch::new(objects, io.handle(), ahead);
+    let feeder = Mutex::new(Feeder::new(&run, prefetch, Arc::clone(&mapping), inflaters));
     let result = std::thread::scope(|scope| {
         let (run, feeder) = (&run, &feeder);
         for i in 0..cfg.threads {
@@ -1389,8 +1392,8 @@ enum Ahead {
 /// under the lock was a single-threaded stage that every worker waited on
 /// (44% of a one-core run's CPU on the benchmark's gzip set, which capped
 /// any number of workers at 2.3 times one core). Objects next in line
-/// are decompressed at the same time, one thread each, up to one a worker
-/// (`MAX_INFLATERS`). Within one object decompression stays in order: a
+/// are decompressed at the same time, one thread each (`inflaters`).
+/// Within one object decompression stays in order: a
 /// single object far larger than `INFLATED_AHEAD` chunks is still
 /// decompressed at one core's pace.
 struct Inflater {
@@ -1408,6 +1411,22 @@ enum Inflated {
     /// A Parquet object, which the feeder reads by row group.
     Parquet(Opened),
     Chunk(Result<Option<(Decoder, Chunk)>>),
+}
+
+/// Objects decompressed at once by inflaters: the current one and one a
+/// worker after it (with one fewer, two workers gained nothing on the
+/// benchmark's gzip set: the next object was not ready when its turn
+/// came), at most `MAX_INFLATERS` and `--concurrency`; none with one worker
+/// (an inflater would only take turns with it) or when no object is named
+/// compressed.
+fn inflaters(cfg: &ConvertConfig, objects: &[Object]) -> usize {
+    if cfg.threads > 1 && objects.iter().any(|o| named_compressed(cfg, o)) {
+        (cfg.threads + 1)
+            .min(MAX_INFLATERS)
+            .min(cfg.concurrency.max(1))
+    } else {
+        0
+    }
 }
 
 /// Whether `object` is compressed by its name or `--compression` (one only
@@ -1428,7 +1447,9 @@ fn named_compressed(cfg: &ConvertConfig, object: &Object) -> bool {
 const INFLATED_AHEAD: usize = 8;
 
 /// Objects decompressed at once at most: four give over 4 GiB/s of gzip
-/// output, more than seven workers decode, in at most about 40 MiB.
+/// output, more than seven workers decode, in at most about 36 MiB of
+/// chunks (1 MiB each) not yet handed over, which the permits in flight
+/// do not count.
 const MAX_INFLATERS: usize = 4;
 
 impl Inflater {
@@ -1528,9 +1549,8 @@ struct Feeder<'a> {
     /// Objects opened ahead, from `next_object` on, and the next to open.
     ahead: VecDeque<(usize, Ahead)>,
     next_ahead: usize,
-    /// Objects decompressed at once (see `Inflater`): 0 with one worker (an
-    /// inflater would only take turns with it) or when no object is named
-    /// compressed, and then objects are opened at their turn only.
+    /// Objects decompressed at once (`inflaters`), the current one
+    /// included; 0: objects are opened at their turn only.
     inflaters: usize,
     /// For inflaters: the run's configuration, and its mapping once known.
     inflate_cfg: Option<Arc<ConvertConfig>>,
@@ -1546,20 +1566,19 @@ struct Feeder<'a> {
 }
 
 impl<'a> Feeder<'a> {
-    fn new(run: &'a Run<'a>, prefetch: Prefetch<'a>, mapping: Arc<OnceLock<Arc<Mapping>>>) -> Self {
+    fn new(
+        run: &'a Run<'a>,
+        prefetch: Prefetch<'a>,
+        mapping: Arc<OnceLock<Arc<Mapping>>>,
+        inflaters: usize,
+    ) -> Self {
         Feeder {
             run,
             prefetch,
             next_object: 0,
             ahead: VecDeque::new(),
             next_ahead: 0,
-            inflaters: if run.cfg.threads > 1
-                && run.objects.iter().any(|o| named_compressed(run.cfg, o))
-            {
-                run.cfg.threads.min(MAX_INFLATERS)
-            } else {
-                0
-            },
+            inflaters,
             inflate_cfg: None,
             mapping,
             current: Current::None,
@@ -1734,11 +1753,12 @@ impl<'a> Feeder<'a> {
         None
     }
 
-    /// Opens the objects from `index` to `inflaters` past it (in order, as
-    /// `Prefetch` wants), each one named compressed handed to an inflater.
+    /// Opens `index` and the objects after it up to `inflaters` in all (in
+    /// order, as `Prefetch` wants), each one named compressed handed to an
+    /// inflater.
     fn open_ahead(&mut self, index: usize) {
         let (cfg, objects) = (self.run.cfg, self.run.objects);
-        let upto = (index + 1 + self.inflaters).min(objects.len());
+        let upto = (index + self.inflaters.max(1)).min(objects.len());
         while self.next_ahead < upto {
             let j = self.next_ahead;
             self.next_ahead += 1;

@@ -228,12 +228,11 @@ pub(crate) struct Deferred {
     len: usize,
 }
 
-/// The chunk's bytes are fewer than its range: the file shrank since it
-/// was opened.
+/// A ranged file ended before a length taken of it.
 fn shrank() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
-        "the file is shorter than when it was opened",
+        "the file shrank while it was read",
     )
 }
 
@@ -363,8 +362,8 @@ pub(crate) struct ChunkReader<R> {
     chosen: bool,
     /// The stream starts with an object (not an array).
     objects: bool,
-    /// The stream is this local file (uncompressed), of this length when
-    /// opened: see `ranged`.
+    /// The stream is this local file (uncompressed), and its length as
+    /// last taken: see `ranged`.
     ranged: Option<(FileRanges, u64)>,
     /// The end of a chunk read to find its cut (`next_range`).
     tail: Vec<u8>,
@@ -407,7 +406,9 @@ impl<R: Source> ChunkReader<R> {
     /// after leaving the feeder's lock: reading whole chunks under it took
     /// a fifth of each worker's time on the benchmark's JSON set (which
     /// caps a run at about five workers), reading their ends 1-4%. The
-    /// file is read up to its length now.
+    /// file is read to its length as taken when a chunk would reach it
+    /// (it may grow meanwhile); a read that finds it shorter than a length
+    /// taken fails.
     pub fn ranged(mut self, ranges: FileRanges) -> Self {
         if let Ok(len) = ranges.len() {
             self.ranged = Some((ranges, len));
@@ -463,12 +464,20 @@ impl<R: Source> ChunkReader<R> {
     /// The next chunk of a ranged file (see `ranged`), its bytes deferred
     /// when its cut is found in its last `TAIL` bytes.
     fn next_range(&mut self) -> Result<Option<Chunk>, ReadError> {
-        let (ranges, len) = self.ranged.clone().expect("ranged");
+        let (ranges, mut len) = self.ranged.clone().expect("ranged");
+        let failed = |offset: u64, error| ReadError { offset, error };
         // Bytes read past the last cut are read again with their chunk.
         self.carry = Vec::new();
         let start = self.base;
-        let len = len.max(start);
         let end = start.saturating_add(self.target as u64);
+        if end >= len {
+            // The file's length now: it may have grown since it was taken.
+            len = ranges.len().map_err(|e| failed(start, e))?;
+            if len < start {
+                return Err(failed(len, shrank()));
+            }
+            self.ranged = Some((ranges.clone(), len));
+        }
         let deferred = |len: u64| Deferred {
             ranges: ranges.clone(),
             len: len as usize,
@@ -492,13 +501,11 @@ impl<R: Source> ChunkReader<R> {
         let from = end.saturating_sub(TAIL).max(start);
         self.tail.clear();
         let read = ranges.read_range(from, (end - from) as usize, &mut self.tail);
-        let read = read.map_err(|error| ReadError {
-            offset: from + self.tail.len() as u64,
-            error,
-        })?;
-        if read as u64 == end - from
-            && let Some((cut, top)) = guess_cut(&self.tail, 0)
-        {
+        let read = read.map_err(|e| failed(from + self.tail.len() as u64, e))?;
+        if read as u64 != end - from {
+            return Err(failed(from + read as u64, shrank()));
+        }
+        if let Some((cut, top)) = guess_cut(&self.tail, 0) {
             let cut = from + cut as u64;
             chunk.deferred = Some(deferred(cut - start));
             chunk.end_top = top;
@@ -506,19 +513,19 @@ impl<R: Source> ChunkReader<R> {
             self.top = top;
             return Ok(Some(chunk));
         }
-        // No cut in the tail (or the file shrank): the chunk read whole
-        // here, as without ranges.
+        // No cut in the tail: the chunk read whole here, as without ranges.
         let mut buf = Vec::new();
         loop {
             let scanned = buf.len();
             let at = start + scanned as u64;
             let read = ranges
                 .read_range(at, self.target, &mut buf)
-                .map_err(|error| ReadError {
-                    offset: start + buf.len() as u64,
-                    error,
-                })?;
+                .map_err(|e| failed(start + buf.len() as u64, e))?;
             if read < self.target {
+                let upto = start + buf.len() as u64;
+                if upto < len {
+                    return Err(failed(upto, shrank()));
+                }
                 self.done = true;
                 chunk.utf8 = self.check_utf8(&buf);
                 chunk.bytes = buf;
@@ -777,9 +784,45 @@ mod tests {
         file.as_file().set_len(100).unwrap();
         let e = first.fill().unwrap_err();
         assert_eq!(e.offset, 100);
+        assert_eq!(e.error.to_string(), "the file shrank while it was read");
+        // Found by the reader: the next chunk starts past the file's end.
+        file.as_file().set_len(3000).unwrap();
+        let e = reader.next_chunk().unwrap_err();
+        assert_eq!(e.offset, 3000);
+        assert_eq!(e.error.to_string(), "the file shrank while it was read");
+    }
+
+    /// A ranged file that grows while it is read is read to its end as
+    /// found when the chunks reach it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_ranged_file_that_grows_is_read_to_its_new_end() {
+        use std::io::Write;
+        let input = "{\"a\":1}\n".repeat(1000);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &input).unwrap();
+        let local = crate::source::LocalFile::new(file.reopen().unwrap());
+        let ranges = local.ranges().unwrap();
+        let mut reader =
+            ChunkReader::new(local, 4096, Boundaries::Json(Default::default())).ranged(ranges);
+        reader.guess_from_now();
+        let mut joined = Vec::new();
+        let mut first = reader.next_chunk().unwrap().unwrap();
+        first.fill().unwrap();
+        joined.extend(first.bytes);
+        let mut more = std::fs::OpenOptions::new()
+            .append(true)
+            .open(file.path())
+            .unwrap();
+        more.write_all("{\"b\":2}\n".repeat(1000).as_bytes())
+            .unwrap();
+        while let Some(mut c) = reader.next_chunk().unwrap() {
+            c.fill().unwrap();
+            joined.extend(c.bytes);
+        }
         assert_eq!(
-            e.error.to_string(),
-            "the file is shorter than when it was opened"
+            joined,
+            format!("{input}{}", "{\"b\":2}\n".repeat(1000)).as_bytes()
         );
     }
 
