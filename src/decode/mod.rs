@@ -766,19 +766,31 @@ mod tests {
         }
     }
 
+    /// A file holding `input`, and a reader of it by 4 KiB ranges.
+    #[cfg(target_os = "linux")]
+    fn ranged_reader(
+        input: &str,
+    ) -> (
+        tempfile::NamedTempFile,
+        ChunkReader<crate::source::LocalFile>,
+    ) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), input).unwrap();
+        let local = crate::source::LocalFile::new(file.reopen().unwrap());
+        let ranges = local.ranges().unwrap();
+        let mut reader =
+            ChunkReader::new(local, 4096, Boundaries::Json(Default::default())).ranged(ranges);
+        reader.guess_from_now();
+        (file, reader)
+    }
+
     /// A ranged chunk of a file that shrank since it was opened fails to
     /// fill, at the byte where the file now ends.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_ranged_chunk_of_a_shrunk_file_fails_where_it_ends() {
         let input = "{\"a\":1}\n".repeat(1000);
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), &input).unwrap();
-        let local = crate::source::LocalFile::new(file.reopen().unwrap());
-        let ranges = local.ranges().unwrap();
-        let mut reader =
-            ChunkReader::new(local, 4096, Boundaries::Json(Default::default())).ranged(ranges);
-        reader.guess_from_now();
+        let (file, mut reader) = ranged_reader(&input);
         let mut first = reader.next_chunk().unwrap().unwrap();
         assert!(first.deferred.is_some());
         file.as_file().set_len(100).unwrap();
@@ -799,13 +811,7 @@ mod tests {
     fn a_ranged_file_that_grows_is_read_to_its_new_end() {
         use std::io::Write;
         let input = "{\"a\":1}\n".repeat(1000);
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), &input).unwrap();
-        let local = crate::source::LocalFile::new(file.reopen().unwrap());
-        let ranges = local.ranges().unwrap();
-        let mut reader =
-            ChunkReader::new(local, 4096, Boundaries::Json(Default::default())).ranged(ranges);
-        reader.guess_from_now();
+        let (file, mut reader) = ranged_reader(&input);
         let mut joined = Vec::new();
         let mut first = reader.next_chunk().unwrap().unwrap();
         first.fill().unwrap();
