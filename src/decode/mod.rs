@@ -405,7 +405,7 @@ impl<R: Source> ChunkReader<R> {
     /// ends, and leave their bytes to whoever converts them (`Chunk::fill`)
     /// after leaving the feeder's lock: reading whole chunks under it took
     /// a fifth of each worker's time on the benchmark's JSON set (which
-    /// caps a run at about five workers), reading their ends 1-4%. The
+    /// caps a run at about five workers), reading their ends 1-7%. The
     /// file is read to its length as taken when a chunk would reach it
     /// (it may grow meanwhile); a read that finds it shorter than a length
     /// taken fails.
