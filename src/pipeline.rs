@@ -698,15 +698,14 @@ struct ObjectReader<'a> {
 impl<'a> ObjectReader<'a> {
     fn new(object: &'a Object, opened: Opened, cfg: &ConvertConfig) -> Self {
         let boundaries = Boundaries::for_format(opened.format, opened.delimiter);
+        let reader = ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries);
         ObjectReader {
             object,
             format: opened.format,
             decompressed: opened.compression != Compression::None,
             reader: match opened.ranges {
-                Some(ranges) => {
-                    ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries).ranged(ranges)
-                }
-                None => ChunkReader::new(opened.stream, cfg.chunk_bytes, boundaries),
+                Some(ranges) => reader.ranged(ranges),
+                None => reader,
             },
             decoder: None,
             delimiter: opened.delimiter,

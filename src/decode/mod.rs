@@ -476,7 +476,9 @@ impl<R: Source> ChunkReader<R> {
             if len < start {
                 return Err(failed(len, shrank()));
             }
-            self.ranged = Some((ranges.clone(), len));
+            if let Some((_, taken)) = &mut self.ranged {
+                *taken = len;
+            }
         }
         let deferred = |len: u64| Deferred {
             ranges: ranges.clone(),
