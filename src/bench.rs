@@ -85,6 +85,7 @@ impl Converter {
             end_top: Top::Between,
             utf8: None,
             deferred: None,
+            more: bytes::Bytes::new(),
         };
         let done = self
             .mapping

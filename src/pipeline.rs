@@ -532,6 +532,15 @@ impl Source for ChannelReader {
         }
         Ok(appended)
     }
+
+    fn pieces(&self) -> bool {
+        true
+    }
+
+    fn piece(&mut self) -> io::Result<Bytes> {
+        self.current()?;
+        Ok(std::mem::take(&mut self.current))
+    }
 }
 
 /// What a finished run did, for the closing summary.
@@ -2199,7 +2208,7 @@ impl Run<'_> {
             Done::Rows { object, json, .. } | Done::Failed { object, json, .. } => (object, json),
         };
         let name = &self.objects[object].name;
-        let Some((next, decompressed)) =
+        let Some((mut next, decompressed)) =
             json.filter(|(next, _)| next.base == start.base + start.bytes.len() as u64)
         else {
             return Err(Error::Decode {
@@ -2221,6 +2230,7 @@ impl Run<'_> {
             let _ = scan.value_end(&start.bytes);
             scan
         });
+        next.flatten();
         let carry_on = next.guessed && !next.last && scan.value_end(&next.bytes).is_none();
         let (top, mut bytes) = (start.top, start.bytes);
         bytes.extend_from_slice(&next.bytes);
@@ -2233,6 +2243,7 @@ impl Run<'_> {
             end_top: next.end_top,
             utf8: None,
             deferred: None,
+            more: bytes::Bytes::new(),
         };
         let mapping = self.mapping.get().expect("resolved before any chunk");
         let rules = rules_for(self.rules, self.cfg, mapping);
@@ -2353,9 +2364,10 @@ fn write_all(
                     last,
                     json,
                 } => {
-                    if let (Some((at, top)), Some((chunk, _))) = (converted.tail, json) {
+                    if let (Some((at, top)), Some((mut chunk, _))) = (converted.tail, json) {
                         // The chunk's bytes from the cut on, not copied
                         // whole again when a long record is carried on.
+                        chunk.flatten();
                         let mut bytes = chunk.bytes;
                         bytes.drain(..at);
                         let start = Chunk {
@@ -2367,6 +2379,7 @@ fn write_all(
                             end_top: chunk.end_top,
                             utf8: None,
                             deferred: None,
+                            more: bytes::Bytes::new(),
                         };
                         cut = Some((start, carried));
                     }
@@ -2516,6 +2529,7 @@ mod tests {
             end_top: crate::decode::json::Top::Between,
             utf8: None,
             deferred: None,
+            more: bytes::Bytes::new(),
         };
         assert_eq!(Work::Chunk(Decoder::Json, chunk).permits(16), 1);
     }

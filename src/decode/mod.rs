@@ -15,6 +15,8 @@ use std::fmt;
 use std::io::{self, Read};
 use std::str::FromStr;
 
+use bytes::Bytes;
+
 use crate::source::FileRanges;
 use json::Top;
 
@@ -149,6 +151,18 @@ pub(crate) trait Source: Read + Send {
     fn ranges(&self) -> Option<FileRanges> {
         None
     }
+
+    /// Whether the stream comes in pieces that `piece` hands over without
+    /// a copy (a body received from object storage).
+    fn pieces(&self) -> bool {
+        false
+    }
+
+    /// The stream's next piece as received, shared rather than copied;
+    /// empty at the end of the stream. Only for a stream with `pieces`.
+    fn piece(&mut self) -> io::Result<Bytes> {
+        Err(io::Error::other("internal: this stream has no pieces"))
+    }
 }
 
 impl Source for std::fs::File {}
@@ -165,6 +179,14 @@ impl<S: Source + ?Sized> Source for Box<S> {
     fn ranges(&self) -> Option<FileRanges> {
         (**self).ranges()
     }
+
+    fn pieces(&self) -> bool {
+        (**self).pieces()
+    }
+
+    fn piece(&mut self) -> io::Result<Bytes> {
+        (**self).piece()
+    }
 }
 
 /// Bytes already read (a peek at the stream's start), then the rest.
@@ -180,6 +202,24 @@ impl<S: Source> Source for io::Chain<io::Cursor<Vec<u8>>, S> {
             return Ok(n);
         }
         Ok(n + rest.append(buf, limit - n)?)
+    }
+
+    fn pieces(&self) -> bool {
+        self.get_ref().1.pieces()
+    }
+
+    /// What is left of the head (copied: at most a peek), then the rest's.
+    fn piece(&mut self) -> io::Result<Bytes> {
+        let (head, rest) = self.get_mut();
+        let at = usize::try_from(head.position()).unwrap_or(usize::MAX);
+        match head.get_ref().get(at..) {
+            Some(left) if !left.is_empty() => {
+                let piece = Bytes::copy_from_slice(left);
+                head.set_position(head.get_ref().len() as u64);
+                Ok(piece)
+            }
+            _ => rest.piece(),
+        }
     }
 }
 
@@ -219,6 +259,10 @@ pub(crate) struct Chunk {
     /// The bytes are still to be read (`ChunkReader::ranged`): `fill`
     /// reads them.
     pub deferred: Option<Deferred>,
+    /// The chunk's records after `bytes`, in a piece of the stream as it
+    /// was received (`ChunkReader::next_pieces`), not copied. When not
+    /// empty, `bytes` ends at a guessed boundary between two objects.
+    pub more: Bytes,
 }
 
 /// A chunk's bytes to be read: `len` of them, from the chunk's `base` on.
@@ -255,6 +299,15 @@ impl Chunk {
             offset: self.base + self.bytes.len() as u64,
             error,
         })
+    }
+
+    /// Joins `more` to `bytes`, for whoever needs the chunk in one piece.
+    pub fn flatten(&mut self) {
+        if !self.more.is_empty() {
+            self.bytes
+                .extend_from_slice(&std::mem::take(&mut self.more));
+            self.utf8 = None;
+        }
     }
 
     /// The bytes as text when they are valid UTF-8, checked once (SIMD)
@@ -344,6 +397,23 @@ fn guess_cut(buf: &[u8], from: usize) -> Option<(usize, Top)> {
     None
 }
 
+/// Just after the first `}` in `buf` that whitespace and a `{` follow.
+fn first_cut(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(close) = memchr::memchr(b'}', &buf[from..]).map(|i| from + i) {
+        let after = close + 1;
+        match buf[after..]
+            .iter()
+            .find(|&&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            Some(b'{') => return Some(after),
+            Some(_) => from = after,
+            None => return None,
+        }
+    }
+    None
+}
+
 /// Cuts a stream into chunks of about `target` bytes at record boundaries.
 pub(crate) struct ChunkReader<R> {
     inner: R,
@@ -367,7 +437,14 @@ pub(crate) struct ChunkReader<R> {
     ranged: Option<(FileRanges, u64)>,
     /// The end of a chunk read to find its cut (`next_range`).
     tail: Vec<u8>,
+    /// The stream comes in pieces (`Source::pieces`): see `next_pieces`.
+    pieces: bool,
 }
+
+/// A received piece at least this long (or a chunk's target, if shorter)
+/// goes into a chunk uncopied (`next_pieces`); a shorter one is copied,
+/// which costs less than the chunk it would take to carry it alone.
+const PIECE: usize = 64 << 10;
 
 /// How much of a ranged chunk's end is read to find its cut: a record
 /// longer than this across the end has the whole chunk read instead.
@@ -383,7 +460,6 @@ pub(crate) struct ReadError {
 impl<R: Source> ChunkReader<R> {
     pub fn new(inner: R, target: usize, boundaries: Boundaries) -> Self {
         ChunkReader {
-            inner,
             target: target.max(1),
             splitter: boundaries,
             carry: Vec::new(),
@@ -397,6 +473,8 @@ impl<R: Source> ChunkReader<R> {
             objects: false,
             ranged: None,
             tail: Vec::new(),
+            pieces: inner.pieces(),
+            inner,
         }
     }
 
@@ -493,6 +571,7 @@ impl<R: Source> ChunkReader<R> {
             end_top: Top::Between,
             utf8: None,
             deferred: None,
+            more: Bytes::new(),
         };
         if end >= len {
             self.done = true;
@@ -552,6 +631,73 @@ impl<R: Source> ChunkReader<R> {
         }
     }
 
+    /// The next chunk of a stream received in pieces (`Source::pieces`),
+    /// once boundaries are guessed, `buf` read of it so far: a piece of at
+    /// least `PIECE` bytes goes into the chunk uncopied (`Chunk::more`),
+    /// from just after its first guessed boundary to its last; only the
+    /// record across each of its ends is copied. Copying pieces into the
+    /// chunk took 7% of a run's CPU time from S3. Shorter pieces are
+    /// copied and cut as a stream's.
+    fn next_pieces(&mut self, mut buf: Vec<u8>) -> Result<Option<Chunk>, ReadError> {
+        let mut chunk = Chunk {
+            bytes: Vec::new(),
+            base: self.base,
+            top: self.top,
+            last: false,
+            guessed: true,
+            end_top: Top::Between,
+            utf8: None,
+            deferred: None,
+            more: Bytes::new(),
+        };
+        // Where a boundary may start that no earlier scan has looked at.
+        let mut from = 0;
+        loop {
+            let piece = self.inner.piece().map_err(|error| ReadError {
+                offset: self.base + buf.len() as u64,
+                error,
+            })?;
+            if piece.is_empty() {
+                self.done = true;
+                (chunk.last, chunk.guessed) = (true, false);
+                chunk.bytes = buf;
+                return Ok(Some(chunk));
+            }
+            if piece.len() >= PIECE.min(self.target)
+                && let Some(first) = first_cut(&piece)
+                && let Some((last, top)) = guess_cut(&piece, first).filter(|&(l, _)| l > first)
+            {
+                buf.extend_from_slice(&piece[..first]);
+                self.carry = piece[last..].to_vec();
+                chunk.more = piece.slice(first..last);
+                chunk.end_top = top;
+                self.base += (buf.len() + chunk.more.len()) as u64;
+                self.top = top;
+                chunk.bytes = buf;
+                return Ok(Some(chunk));
+            }
+            buf.extend_from_slice(&piece);
+            if buf.len() >= self.target {
+                if let Some((cut, top)) = guess_cut(&buf, from) {
+                    self.carry = buf[cut..].to_vec();
+                    buf.truncate(cut);
+                    chunk.end_top = top;
+                    self.base += cut as u64;
+                    self.top = top;
+                    chunk.bytes = buf;
+                    return Ok(Some(chunk));
+                }
+                from = buf.len();
+            }
+            if buf.len() > MAX_RECORD {
+                return Err(ReadError {
+                    offset: self.base,
+                    error: record_too_large(),
+                });
+            }
+        }
+    }
+
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ReadError> {
         if self.done {
             return Ok(None);
@@ -564,12 +710,17 @@ impl<R: Source> ChunkReader<R> {
         }
         let mut buf = std::mem::take(&mut self.carry);
         loop {
+            if self.pieces && self.started && matches!(self.splitter, Boundaries::Guess) {
+                return self.next_pieces(buf);
+            }
             let scanned = buf.len();
-            // The first read takes enough bytes to see a whole BOM.
-            let want = if self.started {
-                self.target
-            } else {
-                self.target.max(4)
+            // The first read takes enough bytes to see a whole BOM; from a
+            // stream in pieces, no more, so that its pieces from then on
+            // are not copied when boundaries are guessed.
+            let want = match (self.started, self.pieces) {
+                (true, _) => self.target,
+                (false, false) => self.target.max(4),
+                (false, true) => 4,
             };
             // Room for the whole read up front: no growing by copies.
             buf.reserve(want.saturating_add(64).min(MAX_RECORD));
@@ -601,6 +752,7 @@ impl<R: Source> ChunkReader<R> {
                     end_top: Top::Between,
                     utf8,
                     deferred: None,
+                    more: Bytes::new(),
                 }));
             }
             if !self.chosen
@@ -630,6 +782,7 @@ impl<R: Source> ChunkReader<R> {
                     end_top: top,
                     utf8,
                     deferred: None,
+                    more: Bytes::new(),
                 };
                 self.base += cut as u64;
                 self.top = top;
@@ -710,6 +863,102 @@ mod tests {
             }
             assert_eq!(joined, input);
             assert!(rest >= 2, "{rest} chunks between the first and the last");
+        }
+    }
+
+    /// A stream in pieces, as from object storage.
+    struct Pieces(std::collections::VecDeque<Bytes>);
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(piece) = self.0.front_mut() else {
+                return Ok(0);
+            };
+            let n = buf.len().min(piece.len());
+            buf[..n].copy_from_slice(&piece.split_to(n));
+            if piece.is_empty() {
+                self.0.pop_front();
+            }
+            Ok(n)
+        }
+    }
+
+    impl Source for Pieces {
+        fn pieces(&self) -> bool {
+            true
+        }
+
+        fn piece(&mut self) -> io::Result<Bytes> {
+            Ok(self.0.pop_front().unwrap_or_default())
+        }
+    }
+
+    /// Once boundaries are guessed, a piece at least a chunk long goes
+    /// into a chunk uncopied from its first guessed cut to its last, and
+    /// the chunks' bytes are the stream's (after its BOM), whatever the
+    /// pieces' sizes; a shorter piece is copied and cut as a stream's.
+    #[test]
+    fn a_stream_in_pieces_keeps_long_pieces_uncopied() {
+        let mut input = b"\xEF\xBB\xBF".to_vec();
+        for i in 0..400 {
+            let gap = ["", " ", "\n", "\r\n\t"][i % 4];
+            input
+                .extend(format!("{{\"i\":{i},\"s\":\"}}{{{}\"}}{gap}", "x".repeat(i % 37)).bytes());
+        }
+        let input = Bytes::from(input);
+        for sizes in [&[1, 5, 300][..], &[64, 2000, 17, 9], &[7000]] {
+            for target in [16, 100, 1000] {
+                let mut pieces = std::collections::VecDeque::new();
+                let mut at = 0;
+                for &size in sizes.iter().cycle() {
+                    if at == input.len() {
+                        break;
+                    }
+                    let end = (at + size).min(input.len());
+                    pieces.push_back(input.slice(at..end));
+                    at = end;
+                }
+                let spans: Vec<_> = pieces.iter().map(|p| p.as_ptr_range()).collect();
+                let mut reader = ChunkReader::new(
+                    Read::chain(io::Cursor::new(Vec::new()), Pieces(pieces)),
+                    target,
+                    Boundaries::Json(Default::default()),
+                );
+                reader.guess_from_now();
+                let (mut joined, mut uncopied) = (Vec::new(), 0);
+                while let Some(c) = reader.next_chunk().unwrap() {
+                    assert_eq!(c.base, 3 + joined.len() as u64);
+                    assert_eq!(c.guessed, !c.last);
+                    joined.extend_from_slice(&c.bytes);
+                    if !c.more.is_empty() {
+                        let more = c.more.as_ptr_range();
+                        assert!(
+                            spans
+                                .iter()
+                                .any(|s| s.start <= more.start && more.end <= s.end)
+                        );
+                        assert!(
+                            c.bytes.ends_with(b"}"),
+                            "{:?}",
+                            String::from_utf8_lossy(&c.bytes)
+                        );
+                        assert!(c.more.ends_with(b"}"));
+                        uncopied += c.more.len();
+                    }
+                    joined.extend_from_slice(&c.more);
+                }
+                assert_eq!(
+                    joined,
+                    input[3..],
+                    "pieces of {sizes:?}, chunks of {target}"
+                );
+                let long = sizes.iter().any(|&s| s >= target);
+                assert_eq!(
+                    uncopied > 0,
+                    long,
+                    "pieces of {sizes:?}, chunks of {target}"
+                );
+            }
         }
     }
 

@@ -1277,28 +1277,86 @@ impl Mapping {
         decompressed: bool,
         opts: RowOptions,
     ) -> Result<Converted> {
-        let buf = chunk.bytes.as_slice();
-        let mut done = Converted::new(self.fields.len(), buf.len(), opts);
+        let len = chunk.bytes.len() + chunk.more.len();
+        let mut done = Converted::new(self.fields.len(), len, opts);
         let mut caps = vec![Capture::default(); self.selector.slots()];
-        // One check of the whole chunk instead of one per string.
-        let text = chunk.text();
-        let mut scanner = json::Scanner::new(buf, chunk.top);
+        let whole = Part {
+            buf: &chunk.bytes,
+            // One check of the whole chunk instead of one per string.
+            text: chunk.text(),
+            base: chunk.base,
+            at: 0,
+            top: chunk.top,
+            guessed: chunk.guessed,
+            end_top: chunk.end_top,
+            last: chunk.last,
+        };
+        if chunk.more.is_empty() {
+            self.convert_part(&mut done, &mut caps, whole, object, decompressed, opts)?;
+            return Ok(done);
+        }
+        // `bytes` ends at a guessed boundary between objects: when it is
+        // not one, the chunk is converted again in one piece.
+        let head = Part {
+            guessed: true,
+            end_top: json::Top::Between,
+            last: false,
+            ..whole
+        };
+        self.convert_part(&mut done, &mut caps, head, object, decompressed, opts)?;
+        if done.tail.is_some() {
+            let mut bytes = Vec::with_capacity(len);
+            bytes.extend_from_slice(&chunk.bytes);
+            bytes.extend_from_slice(&chunk.more);
+            let joined = Chunk {
+                bytes,
+                utf8: None,
+                deferred: None,
+                more: bytes::Bytes::new(),
+                ..*chunk
+            };
+            return self.convert_json(&joined, object, decompressed, opts);
+        }
+        let more = Part {
+            buf: &chunk.more,
+            text: simdutf8::basic::from_utf8(&chunk.more).ok(),
+            base: chunk.base + chunk.bytes.len() as u64,
+            at: chunk.bytes.len(),
+            top: json::Top::Between,
+            ..whole
+        };
+        self.convert_part(&mut done, &mut caps, more, object, decompressed, opts)?;
+        Ok(done)
+    }
+
+    /// Converts the records of one part of a chunk into `done`.
+    fn convert_part(
+        &self,
+        done: &mut Converted,
+        caps: &mut [Capture],
+        part: Part,
+        object: &str,
+        decompressed: bool,
+        opts: RowOptions,
+    ) -> Result<()> {
+        let Part { buf, text, .. } = part;
+        let mut scanner = json::Scanner::new(buf, part.top);
         if text.is_some() {
             scanner = scanner.utf8_checked();
         }
         scanner = scanner.indexed(INDEX.take());
         let origin = |at: usize, row: u64| {
-            Origin::in_stream(object, chunk.base + at as u64, row, decompressed)
+            Origin::in_stream(object, part.base + at as u64, row, decompressed)
         };
         loop {
-            let span = match scanner.next_record(&self.selector, &mut caps) {
+            let span = match scanner.next_record(&self.selector, caps) {
                 Ok(Some(span)) => span,
                 Ok(None) => break,
                 // The guessed end cut a record (it ends inside it, or the
                 // record does not close before it): the record is read
                 // again with the next chunk, as an element when it is one.
                 Err(e)
-                    if chunk.guessed
+                    if part.guessed
                         && (e.kind == json::SyntaxKind::Truncated
                             || json::Splitter::default()
                                 .first_end(&buf[e.record_start..])
@@ -1308,7 +1366,7 @@ impl Mapping {
                         json::Top::Between => json::Top::Between,
                         _ => json::Top::ArrayStart,
                     };
-                    done.tail = Some((e.record_start, top));
+                    done.tail = Some((part.at + e.record_start, top));
                     break;
                 }
                 Err(e) => {
@@ -1316,12 +1374,12 @@ impl Mapping {
                         origin: origin(e.record_start, done.records),
                         field: None,
                         kind: e.kind.name(),
-                        reason: e.describe(chunk.base),
+                        reason: e.describe(part.base),
                     };
                     done.records += 1;
                     // Resynchronise at the next object after the bad start.
                     let next = scanner.resync(e.record_start, e.pos);
-                    reject(&mut done, opts, bad, &buf[e.record_start..next])?;
+                    reject(done, opts, bad, &buf[e.record_start..next])?;
                     continue;
                 }
             };
@@ -1331,7 +1389,7 @@ impl Mapping {
             let row = done.records;
             let raw = &buf[span.0..span.1];
             self.push_row(
-                &mut done,
+                done,
                 cell,
                 (as_written, buf),
                 opts,
@@ -1339,11 +1397,11 @@ impl Mapping {
                 raw,
             )?;
         }
-        if done.tail.is_none() && chunk.guessed && scanner.top() != chunk.end_top {
+        if done.tail.is_none() && part.guessed && scanner.top() != part.end_top {
             // The guess assumed another state where the chunk ends (an
             // array opened or closed): what follows is read again from here.
-            done.tail = Some((scanner.pos(), scanner.top()));
-        } else if chunk.last && scanner.top() != json::Top::Between {
+            done.tail = Some((part.at + scanner.pos(), scanner.top()));
+        } else if part.last && scanner.top() != json::Top::Between {
             let at = scanner.pos();
             let bad = BadRecord {
                 origin: origin(at, done.records),
@@ -1352,11 +1410,26 @@ impl Mapping {
                 reason: "truncated JSON: the input ends inside the top-level array".into(),
             };
             done.records += 1;
-            reject(&mut done, opts, bad, b"")?;
+            reject(done, opts, bad, b"")?;
         }
         INDEX.set(scanner.into_index().unwrap_or_default());
-        Ok(done)
+        Ok(())
     }
+}
+
+/// A run of a chunk's records in one buffer (`Chunk::bytes` or
+/// `Chunk::more`), with what the chunk says of its ends.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    buf: &'a [u8],
+    text: Option<&'a str>,
+    /// Offset of `buf[0]` in the object's stream, and in the chunk.
+    base: u64,
+    at: usize,
+    top: json::Top,
+    guessed: bool,
+    end_top: json::Top,
+    last: bool,
 }
 
 #[cfg(test)]

@@ -165,6 +165,44 @@ fn s3_to_s3_is_byte_identical_to_the_local_run() {
     assert_eq!(schema, local_schema);
 }
 
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn guessed_chunk_ends_from_s3_change_nothing() {
+    // Received in pieces, an object's chunks take the pieces uncopied from
+    // their first guessed boundary to their last: with text that makes
+    // those guesses wrong, and bad records set aside, every chunk size and
+    // thread count gives the local run's rows and rejects.
+    let store = test_store();
+    for first in [true, false] {
+        let wd = Workdir::new();
+        crate::run::write_guess_breaking(&wd, first);
+        let prefix = unique("guess");
+        upload_tree(&store, &wd.path().join("input"), &prefix);
+        let src = format!("s3://{}/{prefix}/", bucket());
+        let local = wd.run(&crate::run::skipping_args("input", &[]));
+        local.assert_code(0);
+        let want = (
+            local.stdout_text(),
+            wd.read("rejects.ndjson").replace("input/", &src),
+        );
+        assert_eq!(want.1.lines().count(), 2, "{}", want.1);
+        for size in ["7", "100", "333", "1000", "1048576"] {
+            for threads in ["1", "2"] {
+                let extra = ["--chunk-bytes", size, "--threads", threads];
+                let run = s3_run(&wd, &crate::run::skipping_args(&src, &extra));
+                run.assert_code(0);
+                let got = (run.stdout_text(), wd.read("rejects.ndjson"));
+                assert!(
+                    got == want,
+                    "first {first}, chunk bytes {size}, threads {threads}:\n{}\n{}",
+                    got.0,
+                    got.1
+                );
+            }
+        }
+    }
+}
+
 fn azure_command(wd: &Workdir, args: &[&str]) -> Command {
     let endpoint = server_env("PP_TEST_AZURE_ENDPOINT");
     let blob_url = endpoint.trim_end_matches("/devstoreaccount1").to_string();

@@ -933,6 +933,29 @@ fn guessed_chunk_ends_change_nothing_even_on_mixed_and_broken_input() {
 
 fn guessed_chunk_ends_change_nothing(first: bool) {
     let wd = Workdir::new();
+    write_guess_breaking(&wd, first);
+    let run = |extra: &[&str]| skipping(&wd, extra);
+    let (rows, rejects) = run(&[]);
+    assert_eq!(rows.lines().count(), 1 + usize::from(!first) + 140);
+    assert!(!rows.contains("FAKE"), "{rows}");
+    assert_eq!(rejects.lines().count(), 2, "{rejects}");
+    for size in ["1", "7", "40", "100", "150", "333", "1000"] {
+        for threads in ["1", "2"] {
+            let got = run(&["--chunk-bytes", size, "--threads", threads]);
+            assert!(
+                got == (rows.clone(), rejects.clone()),
+                "first {first}, chunk bytes {size}, threads {threads}:\n{}\n{}",
+                got.0,
+                got.1
+            );
+        }
+    }
+}
+
+/// Writes `input/b.json`, 140 records whose text makes guessed chunk ends
+/// wrong, some in a top-level array, with two bad records (one straddling
+/// a `}{` in its text); with `first` false, `input/a.json` before it.
+pub(crate) fn write_guess_breaking(wd: &Workdir, first: bool) {
     if !first {
         wd.write(
             "input/a.json",
@@ -968,30 +991,23 @@ fn guessed_chunk_ends_change_nothing(first: bool) {
         body.push_str(&record(i));
     }
     wd.write("input/b.json", body);
-    let run = |extra: &[&str]| skipping(&wd, extra);
-    let (rows, rejects) = run(&[]);
-    assert_eq!(rows.lines().count(), 1 + usize::from(!first) + 140);
-    assert!(!rows.contains("FAKE"), "{rows}");
-    assert_eq!(rejects.lines().count(), 2, "{rejects}");
-    for size in ["1", "7", "40", "100", "150", "333", "1000"] {
-        for threads in ["1", "2"] {
-            let got = run(&["--chunk-bytes", size, "--threads", threads]);
-            assert!(
-                got == (rows.clone(), rejects.clone()),
-                "first {first}, chunk bytes {size}, threads {threads}:\n{}\n{}",
-                got.0,
-                got.1
-            );
-        }
-    }
 }
 
 /// Rows and rejects of `convert input` with bad records skipped, and
 /// `extra` arguments.
 fn skipping(wd: &Workdir, extra: &[&str]) -> (String, String) {
+    let args = skipping_args("input", extra);
+    let run = wd.run(&args);
+    run.assert_code(0);
+    (run.stdout_text(), wd.read("rejects.ndjson"))
+}
+
+/// The arguments converting `source` to stdout with bad records skipped
+/// into `rejects.ndjson`, and `extra` ones.
+pub(crate) fn skipping_args<'a>(source: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "convert",
-        "input",
+        source,
         "--map",
         "TIMESTAMP=ts",
         "--on-error",
@@ -1003,9 +1019,7 @@ fn skipping(wd: &Workdir, extra: &[&str]) -> (String, String) {
         "-q",
     ];
     args.extend(extra);
-    let run = wd.run(&args);
-    run.assert_code(0);
-    (run.stdout_text(), wd.read("rejects.ndjson"))
+    args
 }
 
 #[test]
