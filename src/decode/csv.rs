@@ -112,8 +112,45 @@ impl Splitter {
     }
 
     /// Scans `bytes`, which continue the stream, and returns the offset just
-    /// after the last line end outside a quoted field.
+    /// after the last line end outside a quoted field. The bytes between
+    /// two quotes are skipped whole (`memchr`): outside a quoted field,
+    /// the last line end among them is the cut so far, and the state after
+    /// them follows from the last; inside one, nothing changes. Byte by
+    /// byte this took a fifth of a CSV run's CPU, under the feeder's lock.
     pub fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut cut = None;
+        let mut at = 0;
+        while at < bytes.len() {
+            let quote = memchr::memchr(b'"', &bytes[at..]).map_or(bytes.len(), |q| at + q);
+            let run = &bytes[at..quote];
+            if let Some(&last) = run.last()
+                && self.state != QuoteState::Quoted
+            {
+                if let Some(end) = memchr::memrchr(b'\n', run) {
+                    cut = Some(at + end + 1);
+                }
+                self.state = if last == b'\n' || last == self.delimiter {
+                    QuoteState::FieldStart
+                } else {
+                    QuoteState::Unquoted
+                };
+            }
+            if quote == bytes.len() {
+                break;
+            }
+            self.state = match self.state {
+                QuoteState::FieldStart | QuoteState::QuoteInQuoted => QuoteState::Quoted,
+                QuoteState::Unquoted => QuoteState::Unquoted,
+                QuoteState::Quoted => QuoteState::QuoteInQuoted,
+            };
+            at = quote + 1;
+        }
+        cut
+    }
+
+    /// `scan` a byte at a time: what it must agree with.
+    #[cfg(test)]
+    fn scan_bytes(&mut self, bytes: &[u8]) -> Option<usize> {
         let mut cut = None;
         for (i, &b) in bytes.iter().enumerate() {
             self.state = match (self.state, b) {
@@ -170,5 +207,39 @@ mod tests {
         // escaped quote, as the CSV reader has them.
         let mut s = Splitter::new(b',');
         assert_eq!(s.scan(b"u1,5\" tv\nu2,\"a\"\"b\nc\"\nu3\n"), Some(24));
+    }
+
+    /// Skipping between quotes finds the cuts and states that reading a
+    /// byte at a time finds, however the stream is split into scans.
+    #[test]
+    fn scans_runs_as_it_scans_bytes() {
+        let alphabet = b"ab,;\"\"\n\r \"x";
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let delimiter = [b',', b';'][next(2)];
+            let input: Vec<u8> = (0..next(80))
+                .map(|_| alphabet[next(alphabet.len())])
+                .collect();
+            let (mut fast, mut slow) = (Splitter::new(delimiter), Splitter::new(delimiter));
+            let mut from = 0;
+            while from < input.len() {
+                let to = from + 1 + next(input.len() - from);
+                let part = &input[from..to];
+                assert_eq!(
+                    fast.scan(part),
+                    slow.scan_bytes(part),
+                    "{:?} from {from} to {to}",
+                    String::from_utf8_lossy(&input)
+                );
+                assert_eq!(fast.state, slow.state);
+                from = to;
+            }
+        }
     }
 }

@@ -1127,6 +1127,8 @@ impl Mapping {
         let buf = chunk.bytes.as_slice();
         let mut done = Converted::new(self.fields.len(), buf.len(), opts);
         let columns = header.columns(&self.paths);
+        // One check of the whole chunk instead of one per field.
+        let utf8 = chunk.text().is_some();
         let origin =
             |at: u64, row: u64| Origin::in_stream(object, chunk.base + at, row, decompressed);
         let mut reader = ::csv::ReaderBuilder::new()
@@ -1175,33 +1177,30 @@ impl Mapping {
                 reject(&mut done, opts, b, raw)?;
                 continue;
             }
-            let mut texts = Vec::with_capacity(columns.len());
-            let mut invalid = None;
-            for column in &columns {
-                let text = match column {
-                    Some(c) => match std::str::from_utf8(&record[*c]) {
-                        Ok(text) => Some(text),
-                        Err(_) => {
-                            invalid = Some(format!("{:?}", header.names[*c]));
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                texts.push(text);
+            if !utf8 {
+                // The last such field, as when each was checked in turn.
+                let invalid = columns
+                    .iter()
+                    .flatten()
+                    .rev()
+                    .find(|&&c| std::str::from_utf8(&record[c]).is_err());
+                if let Some(&c) = invalid {
+                    let name = Some(format!("{:?}", header.names[c]));
+                    let b = bad("invalid-utf8", name, "invalid UTF-8".into(), done.records);
+                    done.records += 1;
+                    reject(&mut done, opts, b, raw)?;
+                    continue;
+                }
             }
-            if let Some(name) = invalid {
-                let b = bad(
-                    "invalid-utf8",
-                    Some(name),
-                    "invalid UTF-8".into(),
-                    done.records,
-                );
-                done.records += 1;
-                reject(&mut done, opts, b, raw)?;
-                continue;
-            }
-            let cell = |slot: usize| texts[slot].map(Cell::from_text);
+            let cell = |slot: usize| {
+                let field = &record[columns[slot]?];
+                // SAFETY: checked just above, or a part of a chunk that is
+                // valid UTF-8 cut at ASCII bytes (delimiters, quotes, line
+                // ends), which never fall inside a character.
+                Some(Cell::from_text(unsafe {
+                    std::str::from_utf8_unchecked(field)
+                }))
+            };
             let row = done.records;
             self.push_row(
                 &mut done,
