@@ -758,11 +758,18 @@ impl<'a> ObjectReader<'a> {
                         chunk.base += end as u64;
                         Decoder::Csv(header)
                     }
-                    // Nothing but blanks: no header, no rows.
-                    Ok(None) => Decoder::Csv(Arc::new(Header {
-                        names: Vec::new(),
-                        delimiter: b',',
-                    })),
+                    // Nothing but blanks: no rows in this chunk, and the
+                    // header, if any, in a later one.
+                    Ok(None) => {
+                        let blank = Decoder::Csv(Arc::new(Header {
+                            names: Vec::new(),
+                            delimiter: b',',
+                        }));
+                        if !chunk.last {
+                            return Ok(Some((blank, chunk)));
+                        }
+                        blank
+                    }
                     Err(reason) => {
                         let origin = crate::error::Origin::in_stream(
                             &self.object.name,

@@ -203,6 +203,23 @@ fn guessed_chunk_ends_from_s3_change_nothing() {
     }
 }
 
+#[test]
+#[ignore = "needs the object-store servers: run scripts/test"]
+fn a_csv_object_starting_with_blank_lines_converts_as_a_local_file() {
+    let store = test_store();
+    let prefix = unique("blank-csv");
+    put_object(
+        &store,
+        &format!("{prefix}/events.csv"),
+        crate::run::CSV_AFTER_BLANKS.as_bytes(),
+    );
+    let wd = Workdir::new();
+    let src = format!("s3://{}/{prefix}/", bucket());
+    let run = s3_run(&wd, &["convert", &src, "-o", "-", "-q"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout_text(), crate::run::CSV_AFTER_BLANKS_ROWS);
+}
+
 fn azure_command(wd: &Workdir, args: &[&str]) -> Command {
     let endpoint = server_env("PP_TEST_AZURE_ENDPOINT");
     let blob_url = endpoint.trim_end_matches("/devstoreaccount1").to_string();

@@ -597,6 +597,44 @@ fn inspect_suggests_a_config_that_converts_the_data() {
     );
 }
 
+/// A CSV object that starts with blank lines, and its rows.
+pub(crate) const CSV_AFTER_BLANKS: &str =
+    "\n\r\nUSER_ID,ITEM_ID,TIMESTAMP\nu1,i1,1700000000\n\nu2,i2,1700000001\n";
+
+/// What `convert` makes of `CSV_AFTER_BLANKS`.
+pub(crate) const CSV_AFTER_BLANKS_ROWS: &str =
+    "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,1700000000\nu2,i2,1700000001\n";
+
+#[test]
+fn a_csv_starting_with_blank_lines_finds_its_header_at_any_chunk_size() {
+    // A first chunk of nothing but blank lines holds no header: it is in
+    // the next one (it was taken as a header of no columns).
+    let wd = Workdir::new();
+    wd.write("in/events.csv", CSV_AFTER_BLANKS);
+    for size in ["1", "2", "3", "4", "5", "8", "64", "1048576"] {
+        for threads in ["1", "2"] {
+            let args = [
+                "convert",
+                "in",
+                "--chunk-bytes",
+                size,
+                "--threads",
+                threads,
+                "-o",
+                "-",
+                "-q",
+            ];
+            let run = wd.run(&args);
+            run.assert_code(0);
+            assert_eq!(
+                run.stdout_text(),
+                CSV_AFTER_BLANKS_ROWS,
+                "chunks of {size}, {threads} threads"
+            );
+        }
+    }
+}
+
 #[test]
 fn csv_output_is_identical_at_any_chunk_size_even_with_stray_quotes() {
     let wd = Workdir::new();
