@@ -1006,6 +1006,88 @@ fn plain_in(text: &str, v: json::Value) -> Option<bool> {
     plain_number_at(text.as_bytes(), v.start, len)
 }
 
+/// Where a CSV chunk holds bytes that a field may hold and the output must
+/// quote or escape: quotes, backslashes and CRs, and commas when they do
+/// not separate fields (line ends always do). A record without any has
+/// plain fields, found without a look at each field's bytes.
+struct QuotingBytes<'b> {
+    buf: &'b [u8],
+    /// The next such byte, and the next comma when commas count.
+    next: usize,
+    comma: usize,
+}
+
+impl<'b> QuotingBytes<'b> {
+    fn new(buf: &'b [u8], delimiter: u8) -> Self {
+        let mut quoting = QuotingBytes {
+            buf,
+            next: 0,
+            comma: 0,
+        };
+        quoting.next = quoting.find(0, false);
+        quoting.comma = if delimiter == b',' {
+            usize::MAX
+        } else {
+            quoting.find(0, true)
+        };
+        quoting
+    }
+
+    /// The first such byte (or comma) at or after `from`; `usize::MAX` for
+    /// none.
+    fn find(&self, from: usize, comma: bool) -> usize {
+        let rest = &self.buf[from..];
+        let found = if comma {
+            memchr::memchr(b',', rest)
+        } else {
+            memchr::memchr3(b'"', b'\\', b'\r', rest)
+        };
+        found.map_or(usize::MAX, |i| from + i)
+    }
+
+    /// Whether `buf[start..end]` holds none; records are asked in order.
+    fn none_in(&mut self, start: usize, end: usize) -> bool {
+        if self.next < start {
+            self.next = self.find(start, false);
+        }
+        if self.comma < start {
+            self.comma = self.find(start, true);
+        }
+        self.next >= end && self.comma >= end
+    }
+}
+
+/// The text `convert` gives a CSV field of text `s` in `field`, found
+/// without a cell, when it is the text as written: a non-empty id of at
+/// most 256 bytes or text, epoch seconds of at most 10 digits, a plain
+/// decimal. `None`: convert a cell of it. `plain`: the record's fields hold
+/// nothing to quote (`QuotingBytes`).
+#[inline(always)]
+fn csv_as_written<'t>(
+    mapping: &Mapping,
+    field: &Field,
+    s: &'t str,
+    plain: bool,
+) -> Option<(&'t str, bool)> {
+    if s.is_empty() {
+        return None;
+    }
+    let found = match field.written {
+        Written::Id => (s.len() <= 256).then_some(s),
+        Written::Text => Some(s),
+        Written::Timestamp => value::seconds_as_written_text(s, mapping.timestamp_unit),
+        Written::Number => value::shortest_as_written_text(s),
+        Written::Never => None,
+    };
+    // A number's digits, sign and point need no quoting.
+    found.map(|t| {
+        (
+            t,
+            plain || !matches!(field.written, Written::Id | Written::Text),
+        )
+    })
+}
+
 /// Whether `buf[start..start + len]` holds no comma: from one 16-byte
 /// load when it is at most 16 bytes long and the load stays inside `buf`.
 #[inline(always)]
@@ -1129,6 +1211,7 @@ impl Mapping {
         let columns = header.columns(&self.paths);
         // One check of the whole chunk instead of one per field.
         let utf8 = chunk.text().is_some();
+        let mut quoting = QuotingBytes::new(buf, header.delimiter);
         let origin =
             |at: u64, row: u64| Origin::in_stream(object, chunk.base + at, row, decompressed);
         let mut reader = ::csv::ReaderBuilder::new()
@@ -1141,7 +1224,11 @@ impl Mapping {
             let before = reader.position().byte();
             let read = reader.read_byte_record(&mut record);
             let after = reader.position().byte();
-            let raw = &buf[(before as usize).min(buf.len())..(after as usize).min(buf.len())];
+            let (start, end) = (
+                (before as usize).min(buf.len()),
+                (after as usize).min(buf.len()),
+            );
+            let raw = &buf[start..end];
             let bad = |kind, field: Option<String>, reason: String, row| BadRecord {
                 origin: origin(before, row),
                 field,
@@ -1192,20 +1279,21 @@ impl Mapping {
                     continue;
                 }
             }
-            let cell = |slot: usize| {
+            let text = |slot: usize| {
                 let field = &record[columns[slot]?];
                 // SAFETY: checked just above, or a part of a chunk that is
                 // valid UTF-8 cut at ASCII bytes (delimiters, quotes, line
                 // ends), which never fall inside a character.
-                Some(Cell::from_text(unsafe {
-                    std::str::from_utf8_unchecked(field)
-                }))
+                Some(unsafe { std::str::from_utf8_unchecked(field) })
             };
+            let cell = |slot: usize| text(slot).map(Cell::from_text);
+            let plain = quoting.none_in(start, end);
+            let as_written = |field: &Field| csv_as_written(self, field, text(field.slot?)?, plain);
             let row = done.records;
             self.push_row(
                 &mut done,
                 cell,
-                (|_| None, &[]),
+                (as_written, record.as_slice()),
                 opts,
                 || origin(before, row),
                 raw,
@@ -1735,6 +1823,30 @@ mod tests {
                 {
                     break;
                 }
+            }
+        }
+    }
+
+    /// A CSV record has plain fields when it holds no quote, backslash or
+    /// CR, nor a comma unless commas separate the fields.
+    #[test]
+    fn quoting_bytes_are_found_record_by_record() {
+        let mut rng = Lcg(11);
+        let alphabet = b"ab,;\"\\\r\n ";
+        for _ in 0..2000 {
+            let buf: Vec<u8> = (0..rng.next() % 60)
+                .map(|_| alphabet[rng.next() % alphabet.len()])
+                .collect();
+            let delimiter = [b',', b';'][rng.next() % 2];
+            let mut quoting = QuotingBytes::new(&buf, delimiter);
+            let mut start = 0;
+            while start < buf.len() {
+                let end = start + rng.next() % (buf.len() - start + 1);
+                let want = !buf[start..end].iter().any(|&b| {
+                    matches!(b, b'"' | b'\\' | b'\r') || (b == b',' && delimiter != b',')
+                });
+                assert_eq!(quoting.none_in(start, end), want, "{buf:?} {start}..{end}");
+                start = end + rng.next() % 3;
             }
         }
     }
