@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end comparison of personalize-prep with DuckDB and Polars.
 
-    benches/compare                      # build, generate 8M events, cases 1,2,3,4,6
+    benches/compare                      # build, generate 8M events, cases 1,2,3,4,6,8
     benches/compare --quick              # 1M events, 3 runs: a smoke check
     benches/compare --memory             # also case 5 (100 MB, 1 GB, 4 GB inputs; 1 GB of
                                          # as many users as events)
@@ -14,7 +14,7 @@ What it does:
   2. Generates the data set deterministically under target/bench-data/
      (`--data DIR`), or reuses one whose bench-set.json marker names the
      same events and seed: Firehose layout, concatenated JSON, NDJSON,
-     gzip and Parquet; user ids both JSON ints and strings, an item id
+     gzip, Parquet and CSV; user ids both JSON ints and strings, an item id
      with a comma that the CSV must quote.
   3. Installs the pinned DuckDB and Polars into target/bench-venv and
      re-runs itself with that venv's python.
@@ -61,7 +61,7 @@ VENV = ROOT / "target" / "bench-venv"
 PINS = {"duckdb": "2.0.1", "polars": "2.1.0"}
 S3_PINS = {"boto3": "1.44.8"}
 
-FORMATS = ["json", "ndjson", "gz", "parquet"]
+FORMATS = ["json", "ndjson", "gz", "parquet", "csv"]
 MARKER = "bench-set.json"
 DEFAULT_EVENTS = 8_000_000
 QUICK_EVENTS = 1_000_000
@@ -86,6 +86,8 @@ DUCKDB_COLUMNS = (
     "{user_id: 'VARCHAR', item_id: 'VARCHAR', event_type: 'VARCHAR', "
     "event_value: 'DOUBLE', ts: 'BIGINT'}"
 )
+# A CSV input's columns, all of them (DuckDB and Polars want them all).
+DUCKDB_CSV_COLUMNS = DUCKDB_COLUMNS[:-1] + ", note: 'VARCHAR'}"
 DUCKDB_SELECT = (
     "SELECT user_id AS USER_ID, item_id AS ITEM_ID, event_type AS EVENT_TYPE, "
     'event_value AS EVENT_VALUE, ts AS "TIMESTAMP"'
@@ -95,7 +97,10 @@ import sys, polars as pl
 scan = {'ndjson': lambda p: pl.scan_ndjson(p, schema={
             'user_id': pl.String, 'item_id': pl.String, 'event_type': pl.String,
             'event_value': pl.Float64, 'ts': pl.Int64}),
-        'parquet': pl.scan_parquet}[sys.argv[1]]
+        'parquet': pl.scan_parquet,
+        'csv': lambda p: pl.scan_csv(p, schema={
+            'user_id': pl.String, 'item_id': pl.String, 'event_type': pl.String,
+            'event_value': pl.Float64, 'ts': pl.Int64, 'note': pl.String})}[sys.argv[1]]
 scan(sys.argv[2]).select(
     pl.col('user_id').alias('USER_ID'), pl.col('item_id').alias('ITEM_ID'),
     pl.col('event_type').alias('EVENT_TYPE'), pl.col('event_value').alias('EVENT_VALUE'),
@@ -733,6 +738,19 @@ def upload(endpoint: str, bucket: str, local: Path, prefix: str) -> None:
     log(f"compare: uploaded in {time.perf_counter() - t:.1f} s")
 
 
+def case_csv(c: Ctx):
+    src = c.data / "csv"
+    glob = src / "**" / "*.csv"
+    read = f"read_csv({sql_str(glob)}, header=true, columns={DUCKDB_CSV_COLUMNS})"
+    tools = [
+        c.ours("ours", src, c.csv("8", "ours"), c.events, src),
+        duckdb_tool("DuckDB", read, src, c.csv("8", "duckdb"), c.events),
+        polars_tool("Polars", "csv", str(glob), src, c.csv("8", "polars"), c.events),
+    ]
+    # No target: the issue's cases are 1 to 7; this one is for information.
+    return "8. CSV → CSV (for information)", tools, []
+
+
 CASES = {
     "1": case_json,
     "2": case_ndjson,
@@ -741,6 +759,7 @@ CASES = {
     "5": case_memory,
     "6": case_threads,
     "7": case_s3,
+    "8": case_csv,
 }
 
 
@@ -851,7 +870,7 @@ def parse_args() -> argparse.Namespace:
                    help="events of the --memory sets (default %(default)s)")  # fmt: skip
     p.add_argument("--s3", action="store_true", help="also case 7: read from the local S3 server (run under scripts/test)")
     p.add_argument("--s3-events", type=int, default=S3_EVENTS, help="events of the --s3 set (default %(default)s, 1 GB)")
-    p.add_argument("--cases", help="comma-separated cases to run (default 1,2,3,4,6 plus 5 and 7 when asked)")
+    p.add_argument("--cases", help="comma-separated cases to run (default 1,2,3,4,6,8 plus 5 and 7 when asked)")
     p.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
     p.add_argument("--page-cache", choices=["written", "as-is"], default="written",
                    help="before each case, rewrite its input files so that they are cached as freshly written "
@@ -871,7 +890,7 @@ def parse_args() -> argparse.Namespace:
         if unknown:
             p.error(f"unknown case {','.join(unknown)}: the cases are 1-7")
     else:
-        a.case_list = ["1", "2", "3", "4"] + (["5"] if a.memory else []) + ["6"] + (["7"] if a.s3 else [])
+        a.case_list = ["1", "2", "3", "4"] + (["5"] if a.memory else []) + ["6"] + (["7"] if a.s3 else []) + ["8"]
     a.mem_list = [int(x) for x in a.memory_events.split(",")]
     return a
 
@@ -883,7 +902,7 @@ def main() -> int:
     if not args.no_build:
         build()
     args.out.mkdir(parents=True, exist_ok=True)
-    fmt = {"1": "json", "2": "ndjson", "3": "parquet", "4": "gz", "6": "json"}
+    fmt = {"1": "json", "2": "ndjson", "3": "parquet", "4": "gz", "6": "json", "8": "csv"}
     main_formats = sorted({fmt[c] for c in args.case_list if c in fmt})
     if main_formats:
         ensure_set(args.data, args.events, args.seed, main_formats)

@@ -3,7 +3,7 @@
 //! every format asked for.
 //!
 //! ```sh
-//! cargo run --release --example gen_events -- OUT --events 8000000 --formats json,ndjson,gz,parquet
+//! cargo run --release --example gen_events -- OUT --events 8000000 --formats json,ndjson,gz,parquet,csv
 //! ```
 //!
 //! Two producers write the events: one with `", "` separators and an
@@ -12,7 +12,9 @@
 //! for ratings (a JSON integer); one item id in 200 holds a comma (the
 //! output must quote it); `note` is free text to drop, with commas,
 //! quotes, backslashes, newlines, UTF-8 and, once in 100,000 events, `}{`.
-//! Files are cut at 1.5–5.2 MB, like a Firehose buffer. With
+//! Files are cut at 1.5–5.2 MB, like a Firehose buffer; Parquet and CSV
+//! files (RFC 4180 quoting, a header, the note's line breaks inside quotes)
+//! hold a million events each. With
 //! `--unique-users`, each event has a user of its own (the memory case
 //! with many users).
 
@@ -180,7 +182,7 @@ fn parse_args() -> Result<Options, String> {
     }
     if o.out.as_os_str().is_empty() {
         return Err(
-            "usage: gen_events OUT [--events N] [--formats json,ndjson,gz,parquet] [--seed S] [--unique-users]"
+            "usage: gen_events OUT [--events N] [--formats json,ndjson,gz,parquet,csv] [--seed S] [--unique-users]"
                 .into(),
         );
     }
@@ -333,6 +335,72 @@ impl Sink for ParquetFiles {
     }
 }
 
+/// CSV files of a million events: a header, then the user (as its
+/// producer wrote it), item, type, value, timestamp and note.
+struct CsvFiles {
+    dir: PathBuf,
+    buf: Vec<u8>,
+    rows: usize,
+    first_ts: i64,
+    files: usize,
+}
+
+const CSV_HEADER: &[u8] = b"user_id,item_id,event_type,event_value,ts,note\n";
+
+/// A CSV field, quoted (quotes doubled) when it holds a comma, quote or
+/// line break.
+fn csv_field(s: &str, out: &mut Vec<u8>) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+impl CsvFiles {
+    fn flush(&mut self) -> io::Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let path = self.dir.join(key(self.first_ts, self.files, ".csv"));
+        fs::create_dir_all(path.parent().expect("keys have folders"))?;
+        fs::write(&path, &self.buf)?;
+        self.buf.clear();
+        self.rows = 0;
+        self.files += 1;
+        Ok(())
+    }
+}
+
+impl Sink for CsvFiles {
+    fn event(&mut self, e: &Event) -> io::Result<()> {
+        if self.rows == 0 {
+            self.first_ts = e.ts;
+            self.buf.extend_from_slice(CSV_HEADER);
+        }
+        let out = &mut self.buf;
+        if e.string_user {
+            write!(out, "u-{},", e.user)?;
+        } else {
+            write!(out, "{},", e.user)?;
+        }
+        csv_field(&e.item, out);
+        write!(out, ",{},{},{},", e.kind, e.value, e.ts)?;
+        csv_field(&e.note, out);
+        out.push(b'\n');
+        self.rows += 1;
+        if self.rows == 1_000_000 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.flush()
+    }
+}
+
 fn sink(format: &str, out: &Path, seed: u64) -> Result<Box<dyn Sink>, String> {
     let dir = out.join(format);
     let json = |newline, gzip| -> Box<dyn Sink> {
@@ -356,9 +424,16 @@ fn sink(format: &str, out: &Path, seed: u64) -> Result<Box<dyn Sink>, String> {
             rows: Vec::new(),
             files: 0,
         }),
+        "csv" => Box::new(CsvFiles {
+            dir: dir.clone(),
+            buf: Vec::new(),
+            rows: 0,
+            first_ts: 0,
+            files: 0,
+        }),
         other => {
             return Err(format!(
-                "unknown format {other}: json, ndjson, gz or parquet"
+                "unknown format {other}: json, ndjson, gz, parquet or csv"
             ));
         }
     })
