@@ -1214,49 +1214,23 @@ impl Mapping {
         let mut quoting = QuotingBytes::new(buf, header.delimiter);
         let origin =
             |at: u64, row: u64| Origin::in_stream(object, chunk.base + at, row, decompressed);
-        let mut reader = ::csv::ReaderBuilder::new()
-            .has_headers(false)
-            .delimiter(header.delimiter)
-            .flexible(true)
-            .from_reader(buf);
-        let mut record = ::csv::ByteRecord::new();
-        loop {
-            let before = reader.position().byte();
-            let read = reader.read_byte_record(&mut record);
-            let after = reader.position().byte();
-            let (start, end) = (
-                (before as usize).min(buf.len()),
-                (after as usize).min(buf.len()),
-            );
+        let mut records = crate::decode::csv::Records::new(buf, header.delimiter);
+        while let Some((start, end)) = records.next_span() {
             let raw = &buf[start..end];
+            let before = start as u64;
             let bad = |kind, field: Option<String>, reason: String, row| BadRecord {
                 origin: origin(before, row),
                 field,
                 kind,
                 reason,
             };
-            match read {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    let b = bad(
-                        "csv-syntax",
-                        None,
-                        format!("invalid CSV: {e}"),
-                        done.records,
-                    );
-                    done.records += 1;
-                    reject(&mut done, opts, b, raw)?;
-                    continue;
-                }
-            }
-            if record.len() == 1 && record[0].is_empty() {
+            if records.len() == 1 && records.field(0).is_empty() {
                 continue;
             }
-            if record.len() != header.names.len() {
+            if records.len() != header.names.len() {
                 let reason = format!(
                     "the row has {} fields; the header has {}",
-                    record.len(),
+                    records.len(),
                     header.names.len()
                 );
                 let b = bad("csv-field-count", None, reason, done.records);
@@ -1270,7 +1244,7 @@ impl Mapping {
                     .iter()
                     .flatten()
                     .rev()
-                    .find(|&&c| std::str::from_utf8(&record[c]).is_err());
+                    .find(|&&c| std::str::from_utf8(records.field(c)).is_err());
                 if let Some(&c) = invalid {
                     let name = Some(format!("{:?}", header.names[c]));
                     let b = bad("invalid-utf8", name, "invalid UTF-8".into(), done.records);
@@ -1280,7 +1254,7 @@ impl Mapping {
                 }
             }
             let text = |slot: usize| {
-                let field = &record[columns[slot]?];
+                let field = records.field(columns[slot]?);
                 // SAFETY: checked just above, or a part of a chunk that is
                 // valid UTF-8 cut at ASCII bytes (delimiters, quotes, line
                 // ends), which never fall inside a character.
@@ -1293,7 +1267,7 @@ impl Mapping {
             self.push_row(
                 &mut done,
                 cell,
-                (as_written, record.as_slice()),
+                (as_written, records.within()),
                 opts,
                 || origin(before, row),
                 raw,
