@@ -1006,62 +1006,11 @@ fn plain_in(text: &str, v: json::Value) -> Option<bool> {
     plain_number_at(text.as_bytes(), v.start, len)
 }
 
-/// Where a CSV chunk holds bytes that a field may hold and the output must
-/// quote or escape: quotes, backslashes and CRs, and commas when they do
-/// not separate fields (line ends always do). A record without any has
-/// plain fields, found without a look at each field's bytes.
-struct QuotingBytes<'b> {
-    buf: &'b [u8],
-    /// The next such byte, and the next comma when commas count.
-    next: usize,
-    comma: usize,
-}
-
-impl<'b> QuotingBytes<'b> {
-    fn new(buf: &'b [u8], delimiter: u8) -> Self {
-        let mut quoting = QuotingBytes {
-            buf,
-            next: 0,
-            comma: 0,
-        };
-        quoting.next = quoting.find(0, false);
-        quoting.comma = if delimiter == b',' {
-            usize::MAX
-        } else {
-            quoting.find(0, true)
-        };
-        quoting
-    }
-
-    /// The first such byte (or comma) at or after `from`; `usize::MAX` for
-    /// none.
-    fn find(&self, from: usize, comma: bool) -> usize {
-        let rest = &self.buf[from..];
-        let found = if comma {
-            memchr::memchr(b',', rest)
-        } else {
-            memchr::memchr3(b'"', b'\\', b'\r', rest)
-        };
-        found.map_or(usize::MAX, |i| from + i)
-    }
-
-    /// Whether `buf[start..end]` holds none; records are asked in order.
-    fn none_in(&mut self, start: usize, end: usize) -> bool {
-        if self.next < start {
-            self.next = self.find(start, false);
-        }
-        if self.comma < start {
-            self.comma = self.find(start, true);
-        }
-        self.next >= end && self.comma >= end
-    }
-}
-
 /// The text `convert` gives a CSV field of text `s` in `field`, found
 /// without a cell, when it is the text as written: a non-empty id of at
 /// most 256 bytes or text, epoch seconds of at most 10 digits, a plain
 /// decimal. `None`: convert a cell of it. `plain`: the record's fields hold
-/// nothing to quote (`QuotingBytes`).
+/// nothing to quote (`Records::plain`).
 #[inline(always)]
 fn csv_as_written<'t>(
     mapping: &Mapping,
@@ -1211,7 +1160,6 @@ impl Mapping {
         let columns = header.columns(&self.paths);
         // One check of the whole chunk instead of one per field.
         let utf8 = chunk.text().is_some();
-        let mut quoting = QuotingBytes::new(buf, header.delimiter);
         let origin =
             |at: u64, row: u64| Origin::in_stream(object, chunk.base + at, row, decompressed);
         let mut records = crate::decode::csv::Records::new(buf, header.delimiter);
@@ -1261,7 +1209,7 @@ impl Mapping {
                 Some(unsafe { std::str::from_utf8_unchecked(field) })
             };
             let cell = |slot: usize| text(slot).map(Cell::from_text);
-            let plain = quoting.none_in(start, end);
+            let plain = records.plain();
             let as_written = |field: &Field| csv_as_written(self, field, text(field.slot?)?, plain);
             let row = done.records;
             self.push_row(
@@ -1797,30 +1745,6 @@ mod tests {
                 {
                     break;
                 }
-            }
-        }
-    }
-
-    /// A CSV record has plain fields when it holds no quote, backslash or
-    /// CR, nor a comma unless commas separate the fields.
-    #[test]
-    fn quoting_bytes_are_found_record_by_record() {
-        let mut rng = Lcg(11);
-        let alphabet = b"ab,;\"\\\r\n ";
-        for _ in 0..2000 {
-            let buf: Vec<u8> = (0..rng.next() % 60)
-                .map(|_| alphabet[rng.next() % alphabet.len()])
-                .collect();
-            let delimiter = [b',', b';'][rng.next() % 2];
-            let mut quoting = QuotingBytes::new(&buf, delimiter);
-            let mut start = 0;
-            while start < buf.len() {
-                let end = start + rng.next() % (buf.len() - start + 1);
-                let want = !buf[start..end].iter().any(|&b| {
-                    matches!(b, b'"' | b'\\' | b'\r') || (b == b',' && delimiter != b',')
-                });
-                assert_eq!(quoting.none_in(start, end), want, "{buf:?} {start}..{end}");
-                start = end + rng.next() % 3;
             }
         }
     }
