@@ -434,13 +434,7 @@ mod tests {
         // Half the inputs rich in quotes, CRs and backslashes (mostly
         // parsed), half with few (mostly split here, across 64-byte blocks).
         let alphabets: [&[u8]; 2] = [b"ab,;\"\"\n\n\r x\\", b"abcdefgh,,;;\n   xyz\""];
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut next = crate::testing::below(0x9E37_79B9_7F4A_7C15);
         for round in 0..5000 {
             let delimiter = [b',', b';'][next(2)];
             let alphabet = alphabets[round % 2];
@@ -489,13 +483,7 @@ mod tests {
     #[test]
     fn scans_runs_as_it_scans_bytes() {
         let alphabet = b"ab,;\"\"\n\r \"x";
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut next = crate::testing::below(0x2545_F491_4F6C_DD1D);
         for _ in 0..3000 {
             let delimiter = [b',', b';'][next(2)];
             let input: Vec<u8> = (0..next(80))

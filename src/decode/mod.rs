@@ -539,6 +539,22 @@ impl<R: Source> ChunkReader<R> {
         Ok(())
     }
 
+    /// An empty chunk from where the last one ended, to end at a guessed
+    /// boundary.
+    fn guessed_chunk(&self) -> Chunk {
+        Chunk {
+            bytes: Vec::new(),
+            base: self.base,
+            top: self.top,
+            last: false,
+            guessed: true,
+            end_top: Top::Between,
+            utf8: None,
+            deferred: None,
+            more: Bytes::new(),
+        }
+    }
+
     /// The next chunk of a ranged file (see `ranged`), its bytes deferred
     /// when its cut is found in its last `TAIL` bytes.
     fn next_range(&mut self) -> Result<Option<Chunk>, ReadError> {
@@ -562,17 +578,7 @@ impl<R: Source> ChunkReader<R> {
             ranges: ranges.clone(),
             len: len as usize,
         };
-        let mut chunk = Chunk {
-            bytes: Vec::new(),
-            base: start,
-            top: self.top,
-            last: false,
-            guessed: true,
-            end_top: Top::Between,
-            utf8: None,
-            deferred: None,
-            more: Bytes::new(),
-        };
+        let mut chunk = self.guessed_chunk();
         if end >= len {
             self.done = true;
             chunk.deferred = Some(deferred(len - start));
@@ -639,17 +645,7 @@ impl<R: Source> ChunkReader<R> {
     /// chunk took 7% of a run's CPU time from S3. Shorter pieces are
     /// copied and cut as a stream's.
     fn next_pieces(&mut self, mut buf: Vec<u8>) -> Result<Option<Chunk>, ReadError> {
-        let mut chunk = Chunk {
-            bytes: Vec::new(),
-            base: self.base,
-            top: self.top,
-            last: false,
-            guessed: true,
-            end_top: Top::Between,
-            utf8: None,
-            deferred: None,
-            more: Bytes::new(),
-        };
+        let mut chunk = self.guessed_chunk();
         // Where a boundary may start that no earlier scan has looked at.
         let mut from = 0;
         loop {
