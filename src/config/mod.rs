@@ -335,9 +335,12 @@ fn parse<T: std::str::FromStr<Err = String>>(value: &str) -> Result<T> {
 fn delimiter(text: &str) -> Result<u8> {
     match text {
         "\\t" | "\t" | "tab" => Ok(b'\t'),
-        _ if text.len() == 1 && text.is_ascii() && text != "\"" => Ok(text.as_bytes()[0]),
+        // A quote or a line end cannot separate fields.
+        _ if text.len() == 1 && text.is_ascii() && !matches!(text, "\"" | "\n" | "\r") => {
+            Ok(text.as_bytes()[0])
+        }
         _ => Err(Error::usage(format!(
-            "--delimiter {text:?}: expected one ASCII character (or tab)"
+            "--delimiter {text:?}: expected one ASCII character other than a quote or a line end (or tab)"
         ))),
     }
 }

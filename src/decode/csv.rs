@@ -26,8 +26,14 @@ impl Header {
 }
 
 /// The delimiter of a header line: the most frequent of `,` `\t` `|` `;`
-/// outside quotes (`,` on a tie or when none occurs).
+/// outside quotes (`,` on a tie or when none occurs). Blank lines before
+/// it are passed over, as the header's reader passes them.
 pub(crate) fn detect_delimiter(line: &[u8]) -> u8 {
+    let blanks = line
+        .iter()
+        .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let line = &line[blanks..];
     let mut counts = [0usize; 4];
     let candidates = [b',', b'\t', b'|', b';'];
     let mut quoted = false;
@@ -191,17 +197,19 @@ impl<'a> Records<'a> {
         // A blank line: nothing, but the reader's first read, after which
         // it no longer takes a BOM off what it reads.
         let _ = core.read_record(b"\n", &mut [], &mut []);
-        Records {
+        let mut records = Records {
             buf,
             masks: masks(buf, delimiter),
             pos: 0,
-            special: 0,
+            special: usize::MAX,
             core,
             out: vec![0; 256],
             ends: vec![0; 16],
             fields: Vec::new(),
             parsed: false,
-        }
+        };
+        records.special = records.next(SPECIAL, 0).unwrap_or(usize::MAX);
+        records
     }
 
     /// The first byte of kind `kind` at or after `from`.
@@ -398,6 +406,7 @@ mod tests {
         assert_eq!(detect_delimiter(b"\"a;b\"|c|d\n"), b'|');
         assert_eq!(detect_delimiter(b"a;b"), b';');
         assert_eq!(detect_delimiter(b"single"), b',');
+        assert_eq!(detect_delimiter(b"\r\n\na\tb\n"), b'\t');
     }
 
     #[test]
@@ -475,6 +484,18 @@ mod tests {
                 got.push((start, end, fields));
             }
             assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&input));
+            if input.first().is_some_and(|b| b"abcdefghxyz ".contains(b)) {
+                let mut records = Records::new(&input, delimiter);
+                records.next_span();
+                let first = &input[..want[0].1];
+                assert_eq!(
+                    records.plain(),
+                    !first
+                        .iter()
+                        .any(|b| b"\"\r\\".contains(b) || (*b == b',' && delimiter != b',')),
+                    "the first record: {first:?}"
+                );
+            }
         }
     }
 

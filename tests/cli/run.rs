@@ -493,6 +493,10 @@ fn usage_errors_exit_2_before_reading() {
             "personalize-prep: --map USER_ID: expected FIELD=PATH, e.g. --map USER_ID=user.id\n",
         ),
         (
+            &["convert", "nowhere", "-o", "out/", "--delimiter", "\n"],
+            "personalize-prep: --delimiter \"\\n\": expected one ASCII character other than a quote or a line end (or tab)\n",
+        ),
+        (
             &["convert", "nowhere", "-o", "out/", "--type", "USER_ID=int"],
             "personalize-prep: --type USER_ID: USER_ID is a reserved field of interactions with a fixed type\n",
         ),
@@ -611,6 +615,8 @@ fn a_csv_starting_with_blank_lines_finds_its_header_at_any_chunk_size() {
     // the next one (it was taken as a header of no columns).
     let wd = Workdir::new();
     wd.write("in/events.csv", CSV_AFTER_BLANKS);
+    // Tabs as well: the delimiter is found on the header, past the blanks.
+    wd.write("in/more.tsv", CSV_AFTER_BLANKS.replace(',', "\t"));
     for size in ["1", "2", "3", "4", "5", "8", "64", "1048576"] {
         for threads in ["1", "2"] {
             let args = [
@@ -626,9 +632,10 @@ fn a_csv_starting_with_blank_lines_finds_its_header_at_any_chunk_size() {
             ];
             let run = wd.run(&args);
             run.assert_code(0);
+            let rows = CSV_AFTER_BLANKS_ROWS.to_string() + &CSV_AFTER_BLANKS_ROWS[26..];
             assert_eq!(
                 run.stdout_text(),
-                CSV_AFTER_BLANKS_ROWS,
+                rows,
                 "chunks of {size}, {threads} threads"
             );
         }
