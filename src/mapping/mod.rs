@@ -724,6 +724,37 @@ impl Mapping {
         found.map(|s| (s, number || comma_free(text.as_bytes(), v.start, s.len())))
     }
 
+    /// The text `convert` gives a CSV field of text `s` in `field`, found
+    /// without a cell, when it is the text as written: a non-empty id of at
+    /// most 256 bytes or text, epoch seconds of at most 10 digits, a plain
+    /// decimal. `None`: convert a cell of it. `plain`: the record's fields hold
+    /// nothing to quote (`Records::plain`).
+    #[inline(always)]
+    fn csv_as_written<'t>(
+        &self,
+        field: &Field,
+        s: &'t str,
+        plain: bool,
+    ) -> Option<(&'t str, bool)> {
+        if s.is_empty() {
+            return None;
+        }
+        let found = match field.written {
+            Written::Id => (s.len() <= 256).then_some(s),
+            Written::Text => Some(s),
+            Written::Timestamp => value::seconds_as_written_text(s, self.timestamp_unit),
+            Written::Number => value::shortest_as_written_text(s),
+            Written::Never => None,
+        };
+        // A number's digits, sign and point need no quoting.
+        found.map(|t| {
+            (
+                t,
+                plain || !matches!(field.written, Written::Id | Written::Text),
+            )
+        })
+    }
+
     /// The CSV text of one field, `None` for an empty field.
     fn convert<'s>(
         &self,
@@ -1006,37 +1037,6 @@ fn plain_in(text: &str, v: json::Value) -> Option<bool> {
     plain_number_at(text.as_bytes(), v.start, len)
 }
 
-/// The text `convert` gives a CSV field of text `s` in `field`, found
-/// without a cell, when it is the text as written: a non-empty id of at
-/// most 256 bytes or text, epoch seconds of at most 10 digits, a plain
-/// decimal. `None`: convert a cell of it. `plain`: the record's fields hold
-/// nothing to quote (`Records::plain`).
-#[inline(always)]
-fn csv_as_written<'t>(
-    mapping: &Mapping,
-    field: &Field,
-    s: &'t str,
-    plain: bool,
-) -> Option<(&'t str, bool)> {
-    if s.is_empty() {
-        return None;
-    }
-    let found = match field.written {
-        Written::Id => (s.len() <= 256).then_some(s),
-        Written::Text => Some(s),
-        Written::Timestamp => value::seconds_as_written_text(s, mapping.timestamp_unit),
-        Written::Number => value::shortest_as_written_text(s),
-        Written::Never => None,
-    };
-    // A number's digits, sign and point need no quoting.
-    found.map(|t| {
-        (
-            t,
-            plain || !matches!(field.written, Written::Id | Written::Text),
-        )
-    })
-}
-
 /// Whether `buf[start..start + len]` holds no comma: from one 16-byte
 /// load when it is at most 16 bytes long and the load stays inside `buf`.
 #[inline(always)]
@@ -1210,7 +1210,7 @@ impl Mapping {
             };
             let cell = |slot: usize| text(slot).map(Cell::from_text);
             let plain = records.plain();
-            let as_written = |field: &Field| csv_as_written(self, field, text(field.slot?)?, plain);
+            let as_written = |field: &Field| self.csv_as_written(field, text(field.slot?)?, plain);
             let row = done.records;
             self.push_row(
                 &mut done,
